@@ -1,0 +1,278 @@
+"""Every setting of a SolarSeg run as plain dataclasses, with YAML load/save and
+dotted ``key=value`` overrides (``train.epochs=3``, ``data.path=...``).
+
+The resolved config is written into each run folder and into the model file, so a
+run can be reproduced by feeding its ``config.yaml`` back to ``python -m core train``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class SplitConfig:
+    """How pairs are split when the dataset has no predefined split."""
+
+    seed: int = 42
+    val: float = 0.1
+    test: float = 0.2
+    # Regex over the image file name whose first group (or whole match) names the
+    # plant/site; tiles of one group never land in two splits. None: split by tile.
+    group_regex: str | None = None
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentations applied identically to image, mask and validity (train only)."""
+
+    hflip: bool = True
+    vflip: bool = True
+    rot90: bool = True
+
+
+@dataclass
+class DataConfig:
+    path: str = "../shared/data/solafune-s2-pv"
+    # 1-based band numbers, e.g. [4, 3, 2, 8] for Sentinel-2 R,G,B,NIR; None = all.
+    bands: list[int] | None = None
+    # Use only the first N pairs (smoke runs); None = all.
+    limit: int | None = None
+    split: SplitConfig = field(default_factory=SplitConfig)
+    upscale: int = 1  # 1, 2, 4 or 8: bicubic for images, nearest for masks
+    pad_multiple: int = 32
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Leave tiles whose mask is all background out of the loss / the metrics.
+    skip_blank_in_loss: bool = False
+    skip_blank_in_metrics: bool = False
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "Unet"  # any segmentation_models_pytorch architecture name
+    encoder: str = "resnet18"
+    # None (offline), "imagenet" (needs the internet or a cache), or a local file path.
+    encoder_weights: str | None = None
+
+
+@dataclass
+class LossTerm:
+    """One term of the loss: ``weight * loss_name(**params)``.
+
+    Names: ``dice``, ``bce`` (params: pos_weight), ``weighted_bce`` (pos_weight,
+    neg_weight), ``focal`` (alpha, gamma), ``jaccard`` (pos_weight, neg_weight: the
+    class-aware soft IoU of the positive and negative class).
+    """
+
+    name: str
+    weight: float = 1.0
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    terms: list[LossTerm] = field(
+        default_factory=lambda: [LossTerm("bce", 0.5), LossTerm("dice", 0.5)]
+    )
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adamw"  # adam | adamw
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"  # none | step | plateau | cosine
+    step_size: int = 10  # step: epochs between decays
+    gamma: float = 0.5  # step / plateau decay factor
+    plateau_patience: int = 3
+    warmup_epochs: int = 0  # linear warm-up before the scheduler takes over
+
+
+@dataclass
+class EarlyStopConfig:
+    enabled: bool = True
+    monitor: str = "val_loss"  # val_loss | val_iou
+    patience: int = 10
+    min_delta: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # mixed precision, used on CUDA only
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    # Thresholds reported in every metrics table; the best on val is scanned separately.
+    report_thresholds: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    tta: bool = False  # flip test-time augmentation at evaluation
+    max_minutes: float | None = None  # stop training after this wall time
+    threads: int | None = None  # torch CPU threads; None = torch default
+
+
+@dataclass
+class RunConfig:
+    """The whole configuration of a training run."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration value or override is invalid."""
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config dataclass (YAML/JSON/torch.save friendly)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(where + k for k in unknown)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], where + f.name)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return from_dict(tp, value, where + ".")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return {k: _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp in (int, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = tp(value)
+            if tp is int and isinstance(value, float) and value != int(value):
+                raise ValueError(value)
+            return number
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be {tp.__name__}, got {value!r}") from None
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.epochs=3"`` -> (["train", "epochs"], 3) with YAML value parsing."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str) and value.lower() in ("none", "null"):
+        value = None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted overrides to a nested dict (validated later by :func:`from_dict`)."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML run config (defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    data = apply_overrides(data, overrides or [])
+    cfg = from_dict(RunConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject values the engine cannot run with, naming the setting."""
+    if cfg.data.upscale not in (1, 2, 4, 8):
+        raise ConfigError(f"data.upscale must be 1, 2, 4 or 8, got {cfg.data.upscale}")
+    if cfg.data.pad_multiple < 1:
+        raise ConfigError("data.pad_multiple must be >= 1")
+    if cfg.data.bands is not None and any(b < 1 for b in cfg.data.bands):
+        raise ConfigError(f"data.bands are 1-based band numbers, got {cfg.data.bands}")
+    s = cfg.data.split
+    if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
+        raise ConfigError("data.split.val and data.split.test must be in [0,1) and sum < 1")
+    if cfg.optim.optimizer not in ("adam", "adamw"):
+        raise ConfigError(f"optim.optimizer must be adam or adamw, got {cfg.optim.optimizer!r}")
+    if cfg.optim.scheduler not in ("none", "step", "plateau", "cosine"):
+        raise ConfigError(
+            f"optim.scheduler must be none, step, plateau or cosine, got {cfg.optim.scheduler!r}"
+        )
+    if cfg.train.early_stop.monitor not in ("val_loss", "val_iou"):
+        raise ConfigError("train.early_stop.monitor must be val_loss or val_iou")
+    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be >= 1")
+    if not cfg.loss.terms:
+        raise ConfigError("loss.terms must name at least one loss")
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from .io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

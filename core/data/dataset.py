@@ -1,0 +1,94 @@
+"""PyTorch dataset of tiles: (image, mask, valid) tensors ready for a model.
+
+Each item is normalised with the training-split statistics at native size, upscaled
+(bicubic image, nearest mask/validity), padded at the bottom/right to one fixed size
+per dataset (a multiple of the model's stride; padding marked invalid) and, for the
+training split, augmented identically for image, mask and validity. Tiles of
+different sizes can therefore share a batch with the default collate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import AugmentConfig
+from .discovery import Pair
+from .rasters import normalize, raster_info
+from .tiles import Tile, read_tile
+from .transforms import augment, pad_to, padded_size, upscale
+
+
+class TileDataset(Dataset):
+    """Tiles of one split.
+
+    Args:
+        pairs: the split's pairs.
+        bands: 1-based band selection (None = all bands).
+        mean, std: per-band normalisation (from the training split).
+        upscale: 1, 2, 4 or 8.
+        pad_multiple: padded height/width are multiples of this.
+        augment: augmentation settings, or None (val/test).
+        cache: keep native tiles in memory after the first read (tiles are small).
+        min_size: pad at least to this side (architectures with a deep stride).
+    """
+
+    def __init__(
+        self,
+        pairs: list[Pair],
+        bands: list[int] | None,
+        mean: list[float],
+        std: list[float],
+        upscale: int = 1,
+        pad_multiple: int = 32,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        cache: bool = True,
+        min_size: int = 1,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.bands = bands
+        self.mean, self.std = mean, std
+        self.factor = upscale
+        self.augment_cfg = augment
+        self.rng = np.random.default_rng(seed)
+        self.cache: dict[int, Tile] | None = {} if cache else None
+        infos = [raster_info(p.image) for p in self.pairs]
+        self.native_shapes = [(i.height, i.width) for i in infos]
+        max_h = max((h for h, _ in self.native_shapes), default=1)
+        max_w = max((w for _, w in self.native_shapes), default=1)
+        side = max(max_h, max_w) * upscale  # square, so 90-degree rotations keep the shape
+        self.size = max(padded_size(side, pad_multiple), padded_size(min_size, pad_multiple))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def tile(self, i: int) -> Tile:
+        """The native tile (cached)."""
+        if self.cache is not None and i in self.cache:
+            return self.cache[i]
+        tile = read_tile(self.pairs[i], self.bands)
+        if self.cache is not None:
+            self.cache[i] = tile
+        return tile
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        tile = self.tile(i)
+        image = torch.from_numpy(normalize(tile.image, tile.valid, self.mean, self.std))
+        mask = torch.from_numpy(tile.mask.astype(np.float32))[None]
+        valid = torch.from_numpy(tile.valid)[None]
+        if self.factor > 1:
+            image = upscale(image, self.factor, "bicubic")
+            mask = upscale(mask, self.factor, "nearest")
+            valid = upscale(valid.to(torch.uint8), self.factor, "nearest").bool()
+        img, msk, val = pad_to(
+            image.numpy(), mask[0].numpy(), valid[0].numpy(), self.size, self.size
+        )
+        image = torch.from_numpy(np.ascontiguousarray(img))
+        mask = torch.from_numpy(np.ascontiguousarray(msk))[None]
+        valid = torch.from_numpy(np.ascontiguousarray(val))[None]
+        if self.augment_cfg is not None:
+            image, mask, valid = augment(image, mask, valid, self.augment_cfg, self.rng)
+            image, mask, valid = (t.contiguous() for t in (image, mask, valid))
+        return image, mask, valid

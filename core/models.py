@@ -1,0 +1,204 @@
+"""Build segmentation models and read/write the self-describing model file.
+
+A model file is a ``torch.save`` of a plain dict (no pickled classes), so it loads
+with ``torch.load(weights_only=True)`` and a file from someone else cannot run code.
+Everything needed to use the weights travels with them: architecture, encoder, band
+selection, normalisation statistics, upscale factor, pad multiple, threshold, the
+training config and the final metrics.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .io import atomic_write_bytes
+
+MODEL_FORMAT = "solarseg-model"
+MODEL_VERSION = 1
+MODEL_FILENAME = "model.pt"
+
+# Smallest input side per architecture: deeper output strides collapse below this
+# (the tuning notes saw DeepLabV3+ reduce a tile to 1x1).
+MIN_INPUT_SIDE = {"deeplabv3plus": 32, "deeplabv3": 32, "pspnet": 32}
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable or not a SolarSeg model."""
+
+
+@dataclass
+class ModelMeta:
+    """What a model needs at inference time, saved beside the weights."""
+
+    arch: str
+    encoder: str
+    in_channels: int
+    # 1-based band numbers read from the raster, in model-input order.
+    bands: list[int]
+    mean: list[float]
+    std: list[float]
+    threshold: float = 0.5
+    upscale: int = 1
+    pad_multiple: int = 32
+    tile_size: int = 256
+    overlap: int = 64
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_model(
+    arch: str, encoder: str, in_channels: int, encoder_weights: str | None = None
+) -> nn.Module:
+    """Any segmentation_models_pytorch architecture by name, one logit channel out.
+
+    ``encoder_weights`` may be None (random init, works offline), ``"imagenet"`` (or
+    another smp weight name; needs the internet or a populated cache), or a path to a
+    local ``.pt``/``.pth`` state dict for the encoder. With a 3-band pretrained encoder
+    and more input bands, smp adapts the first convolution.
+    """
+    import segmentation_models_pytorch as smp
+
+    names = {n.lower(): n for n in _smp_architectures()}
+    key = arch.replace("_", "").replace("-", "").lower()
+    if key not in names:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(names.values())}")
+    cls = getattr(smp, names[key])
+    local = None
+    if encoder_weights and (Path(encoder_weights).suffix in (".pt", ".pth", ".bin")):
+        local, encoder_weights = Path(encoder_weights), None
+    try:
+        model = cls(
+            encoder_name=encoder,
+            encoder_weights=encoder_weights,
+            in_channels=in_channels,
+            classes=1,
+            activation=None,  # logits out: sigmoid is applied once, by losses/metrics
+        )
+    except KeyError as exc:
+        raise ValueError(f"unknown encoder {encoder!r} for {arch}: {exc}") from None
+    if local is not None:
+        _load_local_encoder(model, local)
+    return model
+
+
+def _smp_architectures() -> list[str]:
+    import segmentation_models_pytorch as smp
+
+    return [
+        n
+        for n in dir(smp)
+        if isinstance(getattr(smp, n), type)
+        and issubclass(getattr(smp, n), nn.Module)
+        and n[0].isupper()
+        and hasattr(getattr(smp, n), "forward")
+        and n not in ("SegmentationModel",)
+    ]
+
+
+def _load_local_encoder(model: nn.Module, path: Path) -> None:
+    """Load encoder weights from a local file, adapting a 3-channel first conv."""
+    if not path.exists():
+        raise ModelFileError(f"{path}: encoder weights file not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    enc = model.encoder
+    own = enc.state_dict()
+    for k, v in list(state.items()):
+        if k in own and own[k].shape != v.shape and v.ndim == 4 and own[k].ndim == 4:
+            # Same recipe as smp's patch_first_conv: repeat RGB weights, rescale.
+            reps = int(np.ceil(own[k].shape[1] / v.shape[1]))
+            state[k] = v.repeat(1, reps, 1, 1)[:, : own[k].shape[1]] * (
+                v.shape[1] / own[k].shape[1]
+            )
+    missing, _ = enc.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    if len(missing) == len(own):
+        raise ModelFileError(f"{path}: no tensor matches encoder {type(enc).__name__}")
+
+
+def min_input_side(arch: str) -> int:
+    return MIN_INPUT_SIDE.get(arch.replace("_", "").replace("-", "").lower(), 1)
+
+
+def save_model_file(path: str | Path, model: nn.Module, meta: ModelMeta) -> None:
+    """Write weights + metadata atomically (never a truncated model file)."""
+    payload = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "meta": _plain(meta.to_dict()),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _plain(obj: Any) -> Any:
+    """Only builtin containers and scalars, so ``weights_only=True`` can load it."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float | int | str | bool) or obj is None:
+        return obj
+    return str(obj)
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A run folder or a model file -> the model file."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / MODEL_FILENAME
+        if not candidate.exists():
+            raise ModelFileError(f"{path}: run folder has no {MODEL_FILENAME}")
+        return candidate
+    if not path.exists():
+        raise ModelFileError(f"{path}: model file not found")
+    return path
+
+
+def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor]]:
+    """Metadata and state dict, loaded with ``weights_only=True``."""
+    path = resolve_model_path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors name many types; report them as one
+        raise ModelFileError(f"{path}: not a loadable SolarSeg model file ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not a SolarSeg model file")
+    if payload.get("version", 0) > MODEL_VERSION:
+        raise ModelFileError(
+            f"{path}: model file version {payload['version']} is newer than this SolarSeg "
+            f"({MODEL_VERSION}); update the plugin"
+        )
+    meta = payload["meta"]
+    known = ModelMeta.__dataclass_fields__
+    return ModelMeta(**{k: v for k, v in meta.items() if k in known}), payload["state_dict"]
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
+    """Rebuild the network from a model file (or run folder), in eval mode."""
+    meta, state = read_model_file(path)
+    model = build_model(meta.arch, meta.encoder, meta.in_channels, encoder_weights=None)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return model, meta
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+    return torch.device(name)
