@@ -136,7 +136,8 @@ class JaccardLoss(nn.Module):
 
     name = "jaccard"
 
-    def __init__(self, pos_weight: float = 0.5, neg_weight: float = 0.5, smooth: float = 1.0
+    def __init__(
+        self, pos_weight: float = 0.5, neg_weight: float = 0.5, smooth: float = 1.0
     ) -> None:
         super().__init__()
         if pos_weight + neg_weight <= 0:
@@ -208,9 +209,7 @@ def build_loss(terms: Sequence[LossTerm]) -> CombinedLoss:
     for term in terms:
         cls = LOSSES.get(term.name)
         if cls is None:
-            raise ValueError(
-                f"unknown loss term {term.name!r}; valid names: {', '.join(LOSSES)}"
-            )
+            raise ValueError(f"unknown loss term {term.name!r}; valid names: {', '.join(LOSSES)}")
         allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
         unknown = sorted(set(term.params) - set(allowed))
         if unknown:

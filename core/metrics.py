@@ -186,8 +186,7 @@ class ThresholdScan:
     def table(self, json_safe: bool = False) -> list[dict[str, Any]]:
         """One row per threshold: ``{"threshold": t, **metrics}``."""
         return [
-            {"threshold": t, **self.counts(t).metrics(json_safe=json_safe)}
-            for t in self.thresholds
+            {"threshold": t, **self.counts(t).metrics(json_safe=json_safe)} for t in self.thresholds
         ]
 
     def best(self, metric: str = "iou") -> tuple[float, ConfusionCounts]:

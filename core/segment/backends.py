@@ -1,0 +1,158 @@
+"""Inference backends: a batch of normalised tiles in, per-pixel probabilities out.
+
+Both backends apply the sigmoid exactly once:
+
+- :class:`TorchBackend` runs the model file's network, which outputs logits, and applies
+  ``torch.sigmoid``.
+- :class:`OnnxBackend` runs a graph written by :func:`core.onnx_export.export_onnx`,
+  which already ends in a sigmoid (its metadata says ``"output": "probability"``), so it
+  applies nothing. A graph whose metadata says ``"output": "logits"`` gets the sigmoid
+  here instead.
+
+Optional flip test-time augmentation (identity, horizontal, vertical and both flips,
+averaged as probabilities) is available in both, off by default (4x the compute).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..models import ModelFileError, ModelMeta, load_model, resolve_device, resolve_model_path
+from ..onnx_export import ONNX_META_KEY, export_onnx
+
+
+class Backend(Protocol):
+    """What the engine needs from an inference backend."""
+
+    name: str
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) float32 normalised tiles -> (N, 1, H, W) float32 probabilities."""
+        ...
+
+
+def flip_tta(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
+    """Average ``run`` over the identity, horizontal, vertical and double flips."""
+    total = run(batch).astype(np.float32, copy=True)
+    for axes in ((3,), (2,), (2, 3)):
+        flipped = np.ascontiguousarray(np.flip(batch, axis=axes))
+        total += np.flip(run(flipped), axis=axes)
+    return total / np.float32(4)
+
+
+class TorchBackend:
+    """A PyTorch network that outputs logits; sigmoid applied here."""
+
+    name = "torch"
+
+    def __init__(self, model, device="cpu", tta: bool = False):
+        import torch
+
+        self._torch = torch
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.tta = tta
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            return torch.sigmoid(self.model(x)).float().cpu().numpy()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return flip_tta(self._run, batch) if self.tta else self._run(batch)
+
+
+class OnnxBackend:
+    """An ONNX graph run by ONNX Runtime (CUDA execution provider when available and
+    ``device`` allows it, else CPU)."""
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path, device: str = "auto", tta: bool = False):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ModelFileError(f"{self.path}: ONNX file not found")
+        available = ort.get_available_providers()
+        want_cuda = device == "auto" or device.startswith("cuda")
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in available:
+            raise ValueError(
+                "device 'cuda' was asked for but ONNX Runtime has no CUDA execution provider "
+                "(install onnxruntime-gpu)"
+            )
+        providers = ["CPUExecutionProvider"]
+        if want_cuda and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise ModelFileError(f"{self.path}: not a loadable ONNX model ({exc})") from None
+        self.providers = self.session.get_providers()
+        self.input_name = self.session.get_inputs()[0].name
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta, self.outputs_logits = _meta_from_props(props, self.path)
+        self.tta = tta
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        out = self.session.run(None, {self.input_name: x})[0].astype(np.float32, copy=False)
+        if self.outputs_logits:
+            out = 1.0 / (1.0 + np.exp(-out))
+        return out
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return flip_tta(self._run, batch) if self.tta else self._run(batch)
+
+
+def _meta_from_props(props: dict[str, str], path: Path) -> tuple[ModelMeta, bool]:
+    """ModelMeta and 'graph outputs logits?' from an ONNX file's metadata_props."""
+    if ONNX_META_KEY not in props:
+        raise ModelFileError(
+            f"{path}: ONNX file has no '{ONNX_META_KEY}' metadata (band selection, "
+            "normalisation, threshold); export it with `python -m core export-onnx`"
+        )
+    try:
+        raw = json.loads(props[ONNX_META_KEY])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: '{ONNX_META_KEY}' metadata is not JSON ({exc})") from None
+    known = ModelMeta.__dataclass_fields__
+    meta = ModelMeta(**{k: v for k, v in raw.get("meta", raw).items() if k in known})
+    return meta, raw.get("output", "probability") == "logits"
+
+
+def load_backend(
+    model_path: str | Path, backend: str = "torch", device: str = "auto", tta: bool = False
+) -> tuple[Backend, ModelMeta]:
+    """A backend and the model's metadata from a run folder, a ``.pt`` model file or an
+    ``.onnx`` file.
+
+    ``backend="onnx"`` with a PyTorch model file exports it to a temporary ONNX file
+    first (a few seconds); ``backend="torch"`` with an ONNX file is refused, since an ONNX
+    graph cannot be turned back into a PyTorch network.
+    """
+    if backend not in ("torch", "onnx"):
+        raise ValueError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'")
+    path = Path(model_path)
+    if path.suffix.lower() == ".onnx":
+        if backend != "onnx":
+            raise ValueError(f"{path}: an ONNX file runs on the 'onnx' backend, not {backend!r}")
+        onnx_backend = OnnxBackend(path, device=device, tta=tta)
+        return onnx_backend, onnx_backend.meta
+    path = resolve_model_path(path)
+    if backend == "torch":
+        dev = resolve_device(device)
+        model, meta = load_model(path, dev)
+        return TorchBackend(model, dev, tta=tta), meta
+    with tempfile.TemporaryDirectory(prefix="solarseg-onnx-") as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        export_onnx(path, onnx_path)
+        onnx_backend = OnnxBackend(onnx_path, device=device, tta=tta)  # session holds it
+    return onnx_backend, onnx_backend.meta

@@ -1,0 +1,397 @@
+"""The training loop behind the plugin's Train button and ``python -m core train``.
+
+Every knob of the tuning notes is a setting in :class:`~core.config.RunConfig`, and
+every run leaves a complete record in its run folder (see :mod:`core.runs`). The loop
+reports progress per batch, honours a cancel check within one batch, keeps the best
+model (atomically written), can resume from its last checkpoint, and never imports
+QGIS (the plugin wraps it in a QgsTask).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from . import runs
+from .config import RunConfig, from_dict, save_config, to_dict
+from .data.dataset import TileDataset
+from .data.discovery import Pair, find_dataset, write_manifest
+from .data.splits import split_pairs
+from .data.stats import BandStats, summarize
+from .io import atomic_write_bytes
+from .losses import build_loss
+from .metrics import ConfusionCounts, confusion
+from .models import (
+    MODEL_FILENAME,
+    ModelMeta,
+    build_model,
+    min_input_side,
+    resolve_device,
+    save_model_file,
+)
+from .predict import iter_batches, to_native
+from .progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
+
+SPLITS = ("train", "val", "test")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # completed | cancelled | early_stopped | time_limit
+    best_epoch: int
+    threshold: float
+    metrics: dict[str, dict] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_data(cfg: RunConfig) -> tuple[list[Pair], BandStats, dict]:
+    """Find pairs, apply the limit and the split, and compute training statistics."""
+    index = find_dataset(cfg.data.path)
+    if cfg.data.limit:
+        index.pairs = index.pairs[: cfg.data.limit]
+    pairs = split_pairs(index, cfg.data.split)
+    missing = [s for s in ("train", "val") if not any(p.split == s for p in pairs)]
+    if missing:
+        raise ValueError(
+            f"{cfg.data.path}: the split has no {' and no '.join(missing)} tiles "
+            f"({len(pairs)} pairs); use more data or larger split fractions"
+        )
+    summary = summarize(pairs, cfg.data.bands, stats_splits=("train",))
+    balance = {k: v.as_dict() for k, v in summary.balance.items()}
+    return pairs, summary.stats, {"form": index.form, "balance": balance}
+
+
+def make_datasets(cfg: RunConfig, pairs: list[Pair], stats: BandStats) -> dict[str, TileDataset]:
+    """One TileDataset per split; augmentation on the training split only."""
+    out = {}
+    for split in SPLITS:
+        members = [p for p in pairs if p.split == split]
+        if not members:
+            continue
+        out[split] = TileDataset(
+            members,
+            cfg.data.bands,
+            stats.mean,
+            stats.std,
+            upscale=cfg.data.upscale,
+            pad_multiple=cfg.data.pad_multiple,
+            augment=cfg.data.augment if split == "train" else None,
+            seed=cfg.train.seed,
+            min_size=min_input_side(cfg.model.arch),
+        )
+    return out
+
+
+def _blank(ds: TileDataset) -> list[bool]:
+    return [not ds.tile(i).mask[ds.tile(i).valid].any() for i in range(len(ds))]
+
+
+class _Schedule:
+    """Optimizer LR schedule: optional linear warm-up, then step / plateau / cosine."""
+
+    def __init__(self, opt: torch.optim.Optimizer, cfg: RunConfig) -> None:
+        o = cfg.optim
+        self.opt, self.warmup, self.base = opt, o.warmup_epochs, o.lr
+        after = max(1, cfg.train.epochs - o.warmup_epochs)
+        self.inner: torch.optim.lr_scheduler.LRScheduler | None
+        if o.scheduler == "step":
+            self.inner = torch.optim.lr_scheduler.StepLR(opt, o.step_size, o.gamma)
+        elif o.scheduler == "plateau":
+            self.inner = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=o.gamma, patience=o.plateau_patience
+            )
+        elif o.scheduler == "cosine":
+            self.inner = torch.optim.lr_scheduler.CosineAnnealingLR(opt, after, eta_min=o.lr * 1e-2)
+        else:
+            self.inner = None
+        self.set_for_epoch(0)
+
+    def set_for_epoch(self, epoch: int) -> None:
+        """Called before epoch ``epoch`` (0-based) during warm-up."""
+        if epoch < self.warmup:
+            for g in self.opt.param_groups:
+                g["lr"] = self.base * (epoch + 1) / (self.warmup + 1)
+        elif epoch == self.warmup and self.warmup:
+            for g in self.opt.param_groups:
+                g["lr"] = self.base
+
+    def step(self, epoch: int, val_loss: float) -> None:
+        """After epoch ``epoch`` (0-based)."""
+        if epoch + 1 < self.warmup or self.inner is None:
+            self.set_for_epoch(epoch + 1)
+            return
+        if epoch + 1 == self.warmup:
+            self.set_for_epoch(epoch + 1)
+            return
+        if isinstance(self.inner, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.inner.step(val_loss)
+        else:
+            self.inner.step()
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict() if self.inner is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.inner is not None and state:
+            self.inner.load_state_dict(state)
+
+    @property
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+
+def _evaluate_epoch(model, ds, loss_fn, device, cfg, cancel) -> tuple[float, ConfusionCounts]:
+    """Loss (at model resolution) and native-resolution counts at threshold 0.5, from
+    one forward pass per batch."""
+    total, n = 0.0, 0
+    counts = ConfusionCounts()
+    blank = _blank(ds) if cfg.data.skip_blank_in_metrics else None
+    bs = cfg.train.eval_batch_size
+    for idx, prob, logits in iter_batches(model, ds, device, bs, cancel=cancel, with_targets=True):
+        items = [ds[i] for i in idx]
+        y = torch.stack([it[1] for it in items]).to(device)
+        v = torch.stack([it[2] for it in items]).to(device)
+        total += float(loss_fn(logits, y, v)) * len(idx)
+        n += len(idx)
+        for j, i in enumerate(idx):
+            if blank is not None and blank[i]:
+                continue
+            t = ds.tile(i)
+            counts += confusion(to_native(prob[j : j + 1], ds, i), t.mask, t.valid, 0.5)
+    return total / max(n, 1), counts
+
+
+def train(
+    cfg: RunConfig,
+    progress: ProgressFn = no_progress,
+    cancel: CancelFn = never_cancel,
+    resume: str | Path | None = None,
+) -> RunResult:
+    """Train a model as configured and write a complete run folder.
+
+    With ``resume`` (a run folder with ``checkpoint.pt``), the run continues from its
+    last finished epoch with the config, split and history it had.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg = runs.load_run_config(run_dir)
+    else:
+        run_dir = runs.new_run_dir(cfg)
+    seed_everything(cfg.train.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    progress(Progress("prepare", 0.0, f"device {device}", {"device": str(device)}))
+
+    if resume is not None:
+        pairs = find_dataset(run_dir / "split.csv").pairs
+        stats = BandStats.load(run_dir / "stats.json")
+    else:
+        pairs, stats, data_info = prepare_data(cfg)
+        save_config(cfg, run_dir / "config.yaml")
+        write_manifest(pairs, run_dir / "split.csv")
+        stats.save(run_dir / "stats.json")
+        runs.write_json(run_dir / "dataset.json", data_info)
+    datasets = make_datasets(cfg, pairs, stats)
+    train_ds = datasets["train"]
+    train_idx = list(range(len(train_ds)))
+    if cfg.data.skip_blank_in_loss:
+        train_idx = [i for i, b in enumerate(_blank(train_ds)) if not b]
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    loader = DataLoader(
+        torch.utils.data.Subset(train_ds, train_idx),
+        batch_size=cfg.train.batch_size,
+        shuffle=True,
+        drop_last=len(train_idx) > cfg.train.batch_size,
+        generator=generator,
+        num_workers=cfg.data.num_workers,
+    )
+
+    in_ch = len(stats.bands)
+    model = build_model(cfg.model.arch, cfg.model.encoder, in_ch, cfg.model.encoder_weights)
+    model.to(device)
+    loss_fn = build_loss(cfg.loss.terms)
+    opt_cls = torch.optim.AdamW if cfg.optim.optimizer == "adamw" else torch.optim.Adam
+    opt = opt_cls(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    sched = _Schedule(opt, cfg)
+    use_amp = cfg.train.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    meta = ModelMeta(
+        arch=cfg.model.arch,
+        encoder=cfg.model.encoder,
+        in_channels=in_ch,
+        bands=list(stats.bands),
+        mean=list(stats.mean),
+        std=list(stats.std),
+        threshold=0.5,
+        upscale=cfg.data.upscale,
+        pad_multiple=cfg.data.pad_multiple,
+        config=to_dict(cfg),
+    )
+    history: list[dict] = []
+    start_epoch, best_epoch = 0, 0
+    best_score = math.inf
+    stale = 0
+    if resume is not None:
+        ck = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        for g in opt.param_groups:
+            g["lr"] = ck["lr"]
+        history = ck["history"]
+        start_epoch, best_epoch = ck["epoch"] + 1, ck["best_epoch"]
+        best_score, stale = ck["best_score"], ck["stale"]
+        torch.set_rng_state(ck["rng"])
+        generator.manual_seed(cfg.train.seed + start_epoch)
+
+    status = "completed"
+    t_start = time.monotonic()
+    epoch_seconds: list[float] = [h["seconds"] for h in history]
+    n_batches = len(loader)
+    monitor = cfg.train.early_stop.monitor
+    for epoch in range(start_epoch, cfg.train.epochs):
+        t0 = time.monotonic()
+        model.train()
+        running, seen = 0.0, 0
+        train_counts = ConfusionCounts()
+        try:
+            for b, (x, y, v) in enumerate(loader):
+                if cancel():
+                    raise Cancelled("cancelled by user")
+                x, y, v = x.to(device), y.to(device), v.to(device)
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, enabled=use_amp):
+                    logits = model(x)
+                loss = loss_fn(logits.float(), y, v)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                running += float(loss.detach()) * len(x)
+                seen += len(x)
+                with torch.no_grad():
+                    pred = logits.detach() >= 0  # sigmoid(logit) >= 0.5
+                    t, vv = y.bool(), v
+                    train_counts += ConfusionCounts(
+                        tp=int((pred & t & vv).sum()),
+                        fp=int((pred & ~t & vv).sum()),
+                        fn=int((~pred & t & vv).sum()),
+                        tn=int((~pred & ~t & vv).sum()),
+                    )
+                done = epoch - start_epoch + (b + 1) / n_batches
+                per_epoch = (time.monotonic() - t_start) / done
+                eta = per_epoch * (cfg.train.epochs - epoch - (b + 1) / n_batches)
+                progress(
+                    Progress(
+                        "train",
+                        (epoch + (b + 1) / n_batches) / cfg.train.epochs,
+                        f"epoch {epoch + 1}/{cfg.train.epochs} batch {b + 1}/{n_batches} "
+                        f"loss {running / seen:.4f}",
+                        {
+                            "epoch": epoch + 1,
+                            "epochs": cfg.train.epochs,
+                            "batch": b + 1,
+                            "batches": n_batches,
+                            "loss": running / seen,
+                            "eta_s": eta,
+                            "lr": sched.lr,
+                            "device": str(device),
+                        },  # fmt: skip
+                    )
+                )
+            row = {"epoch": epoch + 1, "lr": sched.lr, "train_loss": running / max(seen, 1),
+                   "train_iou": train_counts.metrics()["iou"]}  # fmt: skip
+            for split in ("val", "test"):
+                if split in datasets:
+                    loss_v, counts = _evaluate_epoch(
+                        model, datasets[split], loss_fn, device, cfg, cancel
+                    )
+                    row[f"{split}_loss"] = loss_v
+                    row[f"{split}_iou"] = counts.metrics()["iou"]
+        except Cancelled:
+            status = "cancelled"
+            break
+        row["seconds"] = time.monotonic() - t0
+        epoch_seconds.append(row["seconds"])
+        history.append(row)
+        score = row["val_loss"] if monitor == "val_loss" else -row["val_iou"]
+        improved = score < best_score - cfg.train.early_stop.min_delta
+        if improved:
+            best_score, best_epoch, stale = score, epoch + 1, 0
+            save_model_file(run_dir / MODEL_FILENAME, model, meta)
+        else:
+            stale += 1
+        sched.step(epoch, row["val_loss"])
+        runs.write_history(run_dir / "history.csv", history)
+        _save_checkpoint(run_dir, model, opt, sched, epoch, history, best_epoch, best_score, stale)
+        eta = (sum(epoch_seconds) / len(epoch_seconds)) * (cfg.train.epochs - epoch - 1)
+        progress(
+            Progress(
+                "train",
+                (epoch + 1) / cfg.train.epochs,
+                f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} val loss "
+                f"{row['val_loss']:.4f} val IoU {row['val_iou']:.4f}",
+                {
+                    "epoch": epoch + 1,
+                    "epochs": cfg.train.epochs,
+                    "batch": n_batches,
+                    "batches": n_batches,
+                    "loss": row["train_loss"],
+                    "eta_s": eta,
+                    "lr": sched.lr,
+                    "device": str(device),
+                    "history_row": dict(row),
+                },  # fmt: skip
+            )
+        )
+        if cfg.train.early_stop.enabled and stale >= cfg.train.early_stop.patience:
+            status = "early_stopped"
+            break
+        if cfg.train.max_minutes and time.monotonic() - t_start > cfg.train.max_minutes * 60:
+            status = "time_limit"
+            break
+
+    if not (run_dir / MODEL_FILENAME).exists():
+        # Cancelled before the first epoch ended: keep what there is, marked as such.
+        save_model_file(run_dir / MODEL_FILENAME, model, meta)
+    final = runs.finish_run(run_dir, datasets, device, cfg, status, best_epoch, progress, cancel)
+    return RunResult(run_dir, status, best_epoch, final["threshold"], final["metrics"], str(device))
+
+
+def _save_checkpoint(run_dir, model, opt, sched, epoch, history, best_epoch, best_score, stale):
+    """Last-epoch state for ``resume``, plain tensors and builtins only."""
+    payload = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "lr": sched.lr,
+        "epoch": epoch,
+        "history": history,
+        "best_epoch": best_epoch,
+        "best_score": float(best_score),
+        "stale": stale,
+        "rng": torch.get_rng_state(),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(run_dir / CHECKPOINT, buf.getvalue())
+
+
+__all__ = ["RunResult", "train", "prepare_data", "make_datasets", "from_dict", "Cancelled"]

@@ -1,0 +1,139 @@
+"""Command-line commands of the training side: train, evaluate, compare, baseline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+METRIC_KEYS = ["tp", "fp", "fn", "tn", "accuracy", "precision", "recall", "specificity",
+               "f1", "iou", "fp_fn_ratio", "threshold"]  # fmt: skip
+
+
+def _progress_printer():
+    from .cli import print_progress
+
+    last = {"stage": None, "epoch": None}
+
+    def show(p) -> None:
+        # One line per epoch and per stage change; batch-level reports are too many.
+        epoch = p.info.get("epoch")
+        if "history_row" in p.info or p.stage != last["stage"] or p.fraction >= 1:
+            print_progress(p)
+        last["stage"], last["epoch"] = p.stage, epoch
+
+    return show
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    if args.resume:
+        result = train(None, _progress_printer(), resume=args.resume)  # type: ignore[arg-type]
+    else:
+        cfg = load_config(args.config, args.overrides)
+        result = train(cfg, _progress_printer())
+    print(f"status {result.status}, best epoch {result.best_epoch}, device {result.device}")
+    for split, m in result.metrics.items():
+        print(
+            f"{split:<5} IoU {m['iou']:.4f}  F1 {m['f1']:.4f}  precision {m['precision']:.4f}  "
+            f"recall {m['recall']:.4f}  (threshold {result.threshold:.2f})"
+        )
+    print(result.run_dir)
+    return 0
+
+
+def format_metrics(m: dict) -> str:
+    lines = [f"threshold   {m['threshold']:.2f}"]
+    lines.append(f"TP {m['tp']}  FP {m['fp']}  FN {m['fn']}  TN {m['tn']}")
+    for k in ("accuracy", "precision", "recall", "specificity", "f1", "iou"):
+        lines.append(f"{k:<12}{m[k]:.4f}")
+    ratio = m.get("fp_fn_ratio")
+    lines.append(f"{'FP/FN':<12}{ratio:.4f}" if ratio is not None else "FP/FN       n/a (FN = 0)")
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .models import resolve_model_path
+
+    model_path = resolve_model_path(args.model)
+    out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
+    result = evaluate(model_path, args.dataset, args.split, args.threshold, out_csv=out_csv)
+    m = {k: result.metrics.get(k) for k in METRIC_KEYS}
+    if args.json:
+        print(json.dumps(m))
+    else:
+        print(f"model {model_path}\nsplit {args.split} ({len(result.rows)} tiles)")
+        print(format_metrics(m))
+        print(f"per-image table: {out_csv}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .runs import compare
+
+    print(compare(args.run_a, args.run_b))
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .baseline import run_baselines
+    from .config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    cfg.data.path = args.dataset
+    if args.bands is not None:
+        cfg.data.bands = args.bands
+    rows = run_baselines(cfg, nir_band=args.nir_band)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(
+        f"{'baseline':<22} {'split':<5} {'IoU':>7} {'F1':>7} {'prec':>7} {'recall':>7}  threshold"
+    )
+    for r in rows:
+        print(
+            f"{r['baseline']:<22} {r['split']:<5} {r['iou']:>7.4f} {r['f1']:>7.4f} "
+            f"{r['precision']:>7.4f} {r['recall']:>7.4f}  {r['threshold']}"
+        )
+    return 0
+
+
+def add_train_commands(sub) -> None:
+    from .cli import parse_bands
+
+    p = sub.add_parser("train", help="train a model; prints the run folder last")
+    p.add_argument("--config", type=Path, default=None, help="YAML run config")
+    p.add_argument("--resume", type=Path, default=None, help="run folder to resume")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset split")
+    p.add_argument("model", help="run folder or model file")
+    p.add_argument("dataset", nargs="?", default=None, help="dataset (default: the model's)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--threshold", type=float, default=None, help="default: the model's")
+    p.add_argument("--csv", type=Path, default=None, help="per-image CSV path")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="before/after metrics and config differences")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("baseline", help="per-pixel baselines (NIR threshold, logistic regression)")
+    p.add_argument("dataset")
+    p.add_argument("--config", type=Path, default=None, help="split settings from this config")
+    p.add_argument("--bands", type=parse_bands, default=None)
+    p.add_argument("--nir-band", type=int, default=8, help="1-based NIR band of the raster")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_baseline)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: python -m core train|evaluate|compare|baseline")
