@@ -24,9 +24,10 @@ MODEL_FORMAT = "solarseg-model"
 MODEL_VERSION = 1
 MODEL_FILENAME = "model.pt"
 
-# Smallest input side per architecture: deeper output strides collapse below this
-# (the tuning notes saw DeepLabV3+ reduce a tile to 1x1).
-MIN_INPUT_SIDE = {"deeplabv3plus": 32, "deeplabv3": 32, "pspnet": 32}
+# Smallest input side per architecture (measured with smp 0.5): below it, deep output
+# strides collapse the features (the tuning notes saw DeepLabV3+ reduce a tile to 1x1;
+# PAN's pyramid pooling fails under 128). Datasets pad up to it; segmentation refuses.
+MIN_INPUT_SIDE = {"deeplabv3plus": 32, "deeplabv3": 32, "pspnet": 32, "pan": 128}
 
 
 class ModelFileError(ValueError):
@@ -119,13 +120,25 @@ def _load_local_encoder(model: nn.Module, path: Path) -> None:
             state[k] = v.repeat(1, reps, 1, 1)[:, : own[k].shape[1]] * (
                 v.shape[1] / own[k].shape[1]
             )
-    missing, _ = enc.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-    if len(missing) == len(own):
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
         raise ModelFileError(f"{path}: no tensor matches encoder {type(enc).__name__}")
+    own.update(matched)
+    enc.load_state_dict(own)
 
 
 def min_input_side(arch: str) -> int:
     return MIN_INPUT_SIDE.get(arch.replace("_", "").replace("-", "").lower(), 1)
+
+
+def check_input_side(arch: str, height: int, width: int) -> None:
+    """Refuse an input too small for the architecture, naming the minimum size."""
+    need = min_input_side(arch)
+    if min(height, width) < need:
+        raise ValueError(
+            f"{arch} needs inputs of at least {need}x{need} pixels (after upscaling and "
+            f"padding), got {height}x{width}; use a larger tile or upscale factor"
+        )
 
 
 def save_model_file(path: str | Path, model: nn.Module, meta: ModelMeta) -> None:
