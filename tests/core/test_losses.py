@@ -1,0 +1,198 @@
+"""Losses against hand computations (math.exp/log), masking, gradients and build_loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core.config import LossTerm
+from core.losses import (
+    BCELoss,
+    CombinedLoss,
+    DiceLoss,
+    FocalLoss,
+    JaccardLoss,
+    WeightedBCELoss,
+    build_loss,
+)
+
+Z = [2.0, -1.0, 0.5, -3.0]  # logits of a 2x2 tile, row-major
+T = [1.0, 0.0, 1.0, 0.0]  # its target
+
+
+def sig(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def bce(z: float, t: float) -> float:
+    return -math.log(sig(z)) if t else -math.log(1.0 - sig(z))
+
+
+def tile(values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).reshape(1, 1, 2, 2)
+
+
+def all_valid() -> torch.Tensor:
+    return torch.ones(1, 1, 2, 2, dtype=torch.bool)
+
+
+def hand_jaccard(zs, ts, wp, wn, s=1.0) -> float:
+    ps = [sig(z) for z in zs]
+
+    def iou(p, t):
+        inter = sum(a * b for a, b in zip(p, t, strict=True))
+        return (inter + s) / (sum(p) + sum(t) - inter + s)
+
+    pos = iou(ps, ts)
+    neg = iou([1 - p for p in ps], [1 - t for t in ts])
+    return 1.0 - (wp * pos + wn * neg) / (wp + wn)
+
+
+def test_dice_by_hand():
+    p = [sig(z) for z in Z]
+    inter = p[0] + p[2]
+    expected = 1.0 - (2 * inter + 1.0) / (sum(p) + 2.0 + 1.0)
+    got = DiceLoss()(tile(Z), tile(T), all_valid()).item()
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_bce_by_hand():
+    expected = sum(bce(z, t) for z, t in zip(Z, T, strict=True)) / 4
+    assert BCELoss()(tile(Z), tile(T), all_valid()).item() == pytest.approx(expected, rel=1e-6)
+    # pos_weight scales the positive terms; the mean is still over the 4 pixels.
+    expected_pw = sum((2.0 if t else 1.0) * bce(z, t) for z, t in zip(Z, T, strict=True)) / 4
+    got = BCELoss(pos_weight=2.0)(tile(Z), tile(T), all_valid()).item()
+    assert got == pytest.approx(expected_pw, rel=1e-6)
+
+
+def test_weighted_bce_by_hand():
+    w = [3.0 if t else 1.0 for t in T]
+    expected = sum(wi * bce(z, t) for wi, z, t in zip(w, Z, T, strict=True)) / sum(w)
+    got = WeightedBCELoss(pos_weight=3.0, neg_weight=1.0)(tile(Z), tile(T), all_valid()).item()
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_focal_by_hand():
+    terms = []
+    for z, t in zip(Z, T, strict=True):
+        pt = sig(z) if t else 1.0 - sig(z)
+        alpha_t = 0.25 if t else 0.75
+        terms.append(-alpha_t * (1.0 - pt) ** 2 * math.log(pt))
+    got = FocalLoss(alpha=0.25, gamma=2.0)(tile(Z), tile(T), all_valid()).item()
+    assert got == pytest.approx(sum(terms) / 4, rel=1e-5)
+
+
+def test_focal_saturated_logits_stay_finite():
+    z = tile([100.0, -100.0, -100.0, 100.0])  # two right, two badly wrong
+    loss = FocalLoss()(z, tile(T), all_valid())
+    assert math.isfinite(loss.item())
+    # wrong pixels: -alpha_t * 1 * log(sigmoid(-100)) = alpha_t * 100
+    assert loss.item() == pytest.approx((0.25 * 100 + 0.75 * 100) / 4, rel=1e-4)
+
+
+@pytest.mark.parametrize("wp,wn", [(0.5, 0.5), (0.7, 0.3), (0.8, 0.2)])
+def test_jaccard_by_hand(wp, wn):
+    got = JaccardLoss(pos_weight=wp, neg_weight=wn)(tile(Z), tile(T), all_valid()).item()
+    assert got == pytest.approx(hand_jaccard(Z, T, wp, wn), rel=1e-6)
+
+
+ALL_LOSSES = [
+    DiceLoss(),
+    BCELoss(pos_weight=2.0),
+    WeightedBCELoss(pos_weight=3.0, neg_weight=0.5),
+    FocalLoss(),
+    JaccardLoss(pos_weight=0.8, neg_weight=0.2),
+]
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES, ids=lambda m: type(m).__name__)
+def test_invalid_pixels_change_nothing(loss):
+    valid = tile([1.0, 1.0, 1.0, 0.0]).bool()
+    base = loss(tile(Z), tile(T), valid)
+    for bad_logit, bad_target in [(1e6, 1.0), (-1e6, 0.0), (float("nan"), 1.0)]:
+        z = tile(Z[:3] + [bad_logit])
+        t = tile(T[:3] + [bad_target])
+        assert loss(z, t, valid).item() == pytest.approx(base.item(), rel=1e-6)
+    # ... and equals the loss of the three valid pixels alone.
+    only = loss(
+        torch.tensor(Z[:3]).reshape(1, 1, 1, 3),
+        torch.tensor(T[:3]).reshape(1, 1, 1, 3),
+        torch.ones(1, 1, 1, 3, dtype=torch.bool),
+    )
+    assert base.item() == pytest.approx(only.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES, ids=lambda m: type(m).__name__)
+def test_gradients_flow_only_to_valid_pixels(loss):
+    z = tile(Z).requires_grad_(True)
+    valid = tile([1.0, 1.0, 1.0, 0.0]).bool()
+    loss(z, tile(T), valid).backward()
+    g = z.grad.flatten()
+    assert torch.isfinite(g).all()
+    assert (g[:3] != 0).all()
+    assert g[3].item() == 0.0
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES, ids=lambda m: type(m).__name__)
+def test_no_valid_pixel_gives_zero_with_grad(loss):
+    z = tile(Z).requires_grad_(True)
+    out = loss(z, tile(T), torch.zeros(1, 1, 2, 2, dtype=torch.bool))
+    assert out.item() == 0.0
+    assert out.requires_grad
+    out.backward()
+    assert (z.grad == 0).all()
+
+
+@pytest.mark.parametrize("loss", [DiceLoss(), BCELoss(), JaccardLoss()], ids=str)
+def test_sigmoid_applied_exactly_once(loss):
+    # Confident, correct logits: near-zero loss. Were the sigmoid applied twice,
+    # positives would sit at sigmoid(1)=0.73 and negatives at sigmoid(0)=0.5.
+    z = tile([20.0, -20.0, 20.0, -20.0])
+    assert loss(z, tile(T), all_valid()).item() < 1e-6
+    twice = loss(torch.sigmoid(z), tile(T), all_valid()).item()
+    assert twice > 0.1
+
+
+def test_combined_is_weighted_sum_of_parts():
+    combo = CombinedLoss([(0.3, BCELoss()), (0.3, FocalLoss()), (0.4, JaccardLoss(0.8, 0.2))])
+    total = combo(tile(Z), tile(T), all_valid()).item()
+    parts = combo.last_parts
+    assert list(parts) == ["bce", "focal", "jaccard"]
+    assert parts["jaccard"] == pytest.approx(hand_jaccard(Z, T, 0.8, 0.2), rel=1e-6)
+    expected = 0.3 * parts["bce"] + 0.3 * parts["focal"] + 0.4 * parts["jaccard"]
+    assert total == pytest.approx(expected, rel=1e-6)
+
+
+def test_build_loss_from_config_terms():
+    loss = build_loss(
+        [
+            LossTerm("bce", 0.3),
+            LossTerm("focal", 0.3),
+            LossTerm("jaccard", 0.4, {"pos_weight": 0.8, "neg_weight": 0.2}),
+            LossTerm("dice", 1.0),
+            LossTerm("dice", 0.5, {"smooth": 0.0}),
+        ]
+    )
+    assert isinstance(loss, CombinedLoss)
+    assert loss.names == ["bce", "focal", "jaccard", "dice", "dice_2"]
+    assert loss.weights == [0.3, 0.3, 0.4, 1.0, 0.5]
+    jac = loss.losses[2]
+    assert (jac.pos_weight, jac.neg_weight) == (0.8, 0.2)
+    assert loss.losses[4].smooth == 0.0
+    assert math.isfinite(loss(tile(Z), tile(T), all_valid()).item())
+
+
+def test_build_loss_errors_name_the_term():
+    with pytest.raises(ValueError, match=r"'tversky'.*dice, bce, weighted_bce, focal, jaccard"):
+        build_loss([LossTerm("tversky")])
+    with pytest.raises(ValueError, match=r"'focal'.*beta.*valid params: alpha, gamma"):
+        build_loss([LossTerm("focal", 1.0, {"beta": 1.0})])
+    with pytest.raises(ValueError, match="no loss terms"):
+        build_loss([])
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="same shape"):
+        DiceLoss()(tile(Z), tile(T).reshape(1, 4), all_valid())
