@@ -42,13 +42,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from .data.stats import summarize
 
     index = find_dataset(args.dataset)
-    pairs = index.pairs[: args.limit] if args.limit else index.pairs
-    index.pairs = pairs
+    if args.limit:
+        index.pairs = index.pairs[: args.limit]
     predefined = index.has_predefined_split
-    if predefined:
-        split_pairs(index, SplitConfig())
-    # Statistics come from the training split when there is one, else from every tile.
-    summary = summarize(pairs, args.bands, stats_splits=("train",) if predefined else (None,))
+    # The same split training would use (predefined, or seeded by group/tile), so the
+    # statistics are those of the training split and the balance is shown per split.
+    cfg = SplitConfig(seed=args.seed, val=args.val, test=args.test, group_regex=args.group_regex)
+    pairs = split_pairs(index, cfg)
+    summary = summarize(pairs, args.bands, stats_splits=("train",))
     bal = summary.balance
     out = {
         "dataset": str(index.root),
@@ -59,7 +60,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
         "negative_ratio": round(bal["all"].negative_ratio, 4),
         "valid_pixels": bal["all"].valid_pixels,
         "blank_tiles": bal["all"].blank_tiles,
-        "stats_from": "train" if predefined else "all",
+        "split": "predefined"
+        if predefined
+        else f"seeded ({cfg.seed}, val {cfg.val}, test {cfg.test})",
+        "stats_from": "train",
         "bands": [
             {k: r[k] for k in ("band", "mean", "std", "min", "max", "count")}
             for r in summary.stats.rows()
@@ -73,6 +77,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     print(f"dataset   {out['dataset']}")
     print(f"form      {out['form']}")
+    print(f"split     {out['split']}")
     print(
         f"pairs     {out['pairs']}  "
         + "  ".join(f"{k}: {v}" for k, v in out["pairs_per_split"].items())
@@ -107,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--save-stats", metavar="FILE", help="save band statistics as JSON")
+    p.add_argument("--seed", type=int, default=42, help="split seed (no predefined split)")
+    p.add_argument("--val", type=float, default=0.1, help="validation fraction")
+    p.add_argument("--test", type=float, default=0.2, help="test fraction")
+    p.add_argument("--group-regex", default=None, help="regex naming a tile's plant/site")
     p.set_defaults(func=cmd_stats)
 
     for register in _extra_commands():

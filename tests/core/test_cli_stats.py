@@ -19,6 +19,10 @@ def test_stats_json_on_real_data(solafune):
     assert data["pairs"] == 1650
     assert data["positive_ratio"] == 0.0923
     assert data["blank_tiles"] == 116
+    assert data["pairs_per_split"] == {"train": 1155, "val": 165, "test": 330}
+    assert data["balance"]["test"]["blank_tiles"] == 26
+    # statistics from the training split only
+    assert [b["count"] for b in data["bands"]] == [data["balance"]["train"]["valid_pixels"]] * 4
     assert [b["band"] for b in data["bands"]] == [4, 3, 2, 8]
     nir = data["bands"][3]
     assert 2000 < nir["mean"] < 2400 and nir["min"] < nir["mean"] < nir["max"]
