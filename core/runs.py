@@ -201,9 +201,11 @@ def make_plots(run_dir: Path, scans: dict, results: dict, threshold: float) -> N
     c = results[split].counts
     cm = np.array([[c.tn, c.fp], [c.fn, c.tp]])
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(cm / max(cm.sum(), 1), cmap="Blues")
+    share = cm / max(cm.sum(), 1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, f"{v:,}\n{v / max(cm.sum(), 1):.2%}", ha="center", va="center")
+        color = "white" if share[i, j] > 0.5 else "black"
+        ax.text(j, i, f"{v:,}\n{share[i, j]:.2%}", ha="center", va="center", color=color)
     ax.set_xticks([0, 1], ["pred 0", "pred 1"])
     ax.set_yticks([0, 1], ["true 0", "true 1"])
     ax.set_title(f"confusion matrix ({split}, t={threshold:.2f})")

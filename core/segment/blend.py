@@ -4,8 +4,12 @@ Every window's probabilities are multiplied by a smooth 2-D weight that is large
 middle of the tile and falls towards its edges (a Hann window), summed, and divided by
 the summed weights. Predictions near a tile edge, where the network saw the least
 context, therefore count least, and neighbouring tiles fade into each other without
-seams. The weight has a small floor so a pixel covered only by the edge of a tile (the
-raster's own first rows and columns) still gets a well-defined value.
+seams. The weight has a small floor (1e-3) so a pixel covered only by the edge of a tile
+(the raster's own first rows and columns) still gets a well-defined value. It is kept
+small because a window's prediction a few pixels from its edge is the least reliable
+(zero padding inside the network) and should hardly count where another window sees the
+pixel well inside: with a floor of 0.01 the tiling error of a receptive-field-3 network
+was 8x larger than with 1e-3.
 
 :class:`StripBlender` holds the sums for only ``tile`` rows x the raster width: once a
 grid row of windows is done, the rows no later window touches are divided out, handed to
@@ -18,12 +22,12 @@ import numpy as np
 
 from .windows import Window
 
-WEIGHT_FLOOR = 0.01
+WEIGHT_FLOOR = 1e-3
 
 
 def hann_weights(tile: int, floor: float = WEIGHT_FLOOR) -> np.ndarray:
-    """(tile, tile) float32 weights: ``floor + (1 - floor) * hann(y) * hann(x)``, with the
-    periodic-free Hann ``sin^2(pi * (i + 0.5) / tile)`` (symmetric, never exactly 0)."""
+    """(tile, tile) float32 weights ``floor + (1 - floor) * hann(y) * hann(x)`` with
+    ``hann(i) = sin^2(pi * (i + 0.5) / tile)``: symmetric, largest in the middle."""
     i = np.arange(tile, dtype=np.float64)
     w1 = np.sin(np.pi * (i + 0.5) / tile) ** 2
     return (floor + (1.0 - floor) * np.outer(w1, w1)).astype(np.float32)
