@@ -32,14 +32,18 @@ def test_upscale_modes_and_back():
 
 
 def test_augment_is_synchronized():
-    img = torch.arange(16.0).reshape(1, 4, 4)
-    mask, valid = img.clone(), img.clone() > 7
+    img = np.arange(16.0).reshape(1, 4, 4)
+    mask, valid = img[0].copy(), img[0] > 7
     rng = np.random.default_rng(3)
-    for _ in range(10):
+    seen = set()
+    for _ in range(20):
         a, b, c = augment(img, mask, valid, AugmentConfig(), rng)
-        assert torch.equal(a, b) and torch.equal(c, a > 7)
+        assert np.array_equal(a[0], b) and np.array_equal(c, a[0] > 7)
+        assert a.flags.c_contiguous and sorted(a.ravel()) == list(range(16))
+        seen.add(a.tobytes())
+    assert len(seen) == 8  # all 8 flips/rotations of a square occur
     a, _, _ = augment(img, mask, valid, AugmentConfig(False, False, False), rng)
-    assert torch.equal(a, img)
+    assert np.array_equal(a, img)
 
 
 def test_dataset_items_fixed_size_with_valid_region(tmp_path):
