@@ -60,6 +60,9 @@ class ModelConfig:
     encoder: str = "resnet18"
     # None (offline), "imagenet" (needs the internet or a cache), or a local file path.
     encoder_weights: str | None = None
+    # Extra keyword arguments of the smp architecture, e.g. {encoder_depth: 4,
+    # decoder_channels: [128, 64, 32, 16]} (then data.pad_multiple can be 16).
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

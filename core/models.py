@@ -50,6 +50,7 @@ class ModelMeta:
     pad_multiple: int = 32
     tile_size: int = 256
     overlap: int = 64
+    model_params: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -58,7 +59,11 @@ class ModelMeta:
 
 
 def build_model(
-    arch: str, encoder: str, in_channels: int, encoder_weights: str | None = None
+    arch: str,
+    encoder: str,
+    in_channels: int,
+    encoder_weights: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> nn.Module:
     """Any segmentation_models_pytorch architecture by name, one logit channel out.
 
@@ -84,9 +89,12 @@ def build_model(
             in_channels=in_channels,
             classes=1,
             activation=None,  # logits out: sigmoid is applied once, by losses/metrics
+            **(params or {}),
         )
     except KeyError as exc:
         raise ValueError(f"unknown encoder {encoder!r} for {arch}: {exc}") from None
+    except TypeError as exc:
+        raise ValueError(f"{arch}: invalid model.params {params}: {exc}") from None
     if local is not None:
         _load_local_encoder(model, local)
     return model
@@ -202,7 +210,7 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
     """Rebuild the network from a model file (or run folder), in eval mode."""
     meta, state = read_model_file(path)
-    model = build_model(meta.arch, meta.encoder, meta.in_channels, encoder_weights=None)
+    model = build_model(meta.arch, meta.encoder, meta.in_channels, None, meta.model_params)
     model.load_state_dict(state)
     model.to(device).eval()
     return model, meta

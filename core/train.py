@@ -224,7 +224,9 @@ def train(
     )
 
     in_ch = len(stats.bands)
-    model = build_model(cfg.model.arch, cfg.model.encoder, in_ch, cfg.model.encoder_weights)
+    model = build_model(
+        cfg.model.arch, cfg.model.encoder, in_ch, cfg.model.encoder_weights, cfg.model.params
+    )
     model.to(device)
     loss_fn = build_loss(cfg.loss.terms)
     opt_cls = torch.optim.AdamW if cfg.optim.optimizer == "adamw" else torch.optim.Adam
@@ -243,6 +245,7 @@ def train(
         threshold=0.5,
         upscale=cfg.data.upscale,
         pad_multiple=cfg.data.pad_multiple,
+        model_params=dict(cfg.model.params),
         config=to_dict(cfg),
     )
     history: list[dict] = []

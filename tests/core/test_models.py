@@ -98,3 +98,14 @@ def test_local_three_band_weights_adapt_to_four_bands(tmp_path):
     torch.testing.assert_close(
         four.encoder.layer1[0].conv1.weight, rgb.encoder.layer1[0].conv1.weight
     )
+
+
+def test_model_params_travel_with_the_weights(tmp_path):
+    params = {"encoder_depth": 4, "decoder_channels": [64, 32, 16, 8]}
+    model = build_model("Unet", "resnet18", 4, None, params)
+    save_model_file(tmp_path / "m.pt", model, _meta(model_params=params))
+    again, meta = load_model(tmp_path / "m.pt")
+    assert meta.model_params == params
+    assert again.decoder.blocks[-1].conv2[0].out_channels == 8
+    with pytest.raises(ValueError, match="invalid model.params"):
+        build_model("Unet", "resnet18", 4, None, {"no_such_option": 1})
