@@ -79,6 +79,7 @@ def build_model(
     if key not in names:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(names.values())}")
     cls = getattr(smp, names[key])
+    _check_params(cls, params or {})
     local = None
     if encoder_weights and (Path(encoder_weights).suffix in (".pt", ".pth", ".bin")):
         local, encoder_weights = Path(encoder_weights), None
@@ -98,6 +99,23 @@ def build_model(
     if local is not None:
         _load_local_encoder(model, local)
     return model
+
+
+def _check_params(cls: type, params: dict[str, Any]) -> None:
+    """smp swallows unknown keyword arguments; refuse them here, naming the valid ones."""
+    import inspect
+
+    named = {
+        n
+        for n, p in inspect.signature(cls.__init__).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"
+    }
+    fixed = {"encoder_name", "encoder_weights", "in_channels", "classes", "activation"}
+    unknown = sorted(set(params) - (named - fixed))
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__}: invalid model.params {unknown}; valid: {sorted(named - fixed)}"
+        )
 
 
 def _smp_architectures() -> list[str]:
