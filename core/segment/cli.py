@@ -1,0 +1,134 @@
+"""Command-line commands of the segmentation side: ``segment`` and ``export-onnx``.
+
+Registered on ``python -m core`` by :func:`add_segment_commands`. Input errors are raised
+(RasterError, ModelFileError, OutputExistsError are ValueErrors); the top-level CLI
+prints them as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..progress import Progress
+
+# Progress lines on stderr: at most one per this many seconds (plus stage changes).
+PROGRESS_EVERY_S = 5.0
+
+
+def parse_band_list(text: str) -> list[int]:
+    """``"3,2,1,1"`` -> [3, 2, 1, 1] (1-based raster bands, in model-input order)."""
+    try:
+        bands = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands must look like 4,3,2,8, got {text!r}") from None
+    if not bands or any(b < 1 for b in bands):
+        raise argparse.ArgumentTypeError(f"bands are 1-based numbers like 4,3,2,8, got {text!r}")
+    return bands
+
+
+def _progress_printer():
+    last = {"stage": None, "t": 0.0}
+
+    def show(p: Progress) -> None:
+        now = time.monotonic()
+        if p.stage != last["stage"] or p.fraction >= 1.0 or now - last["t"] >= PROGRESS_EVERY_S:
+            print(f"[{p.stage}] {p.fraction:6.1%} {p.message}", file=sys.stderr, flush=True)
+            last["stage"], last["t"] = p.stage, now
+
+    return show
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .engine import SegmentOptions, segment_raster
+
+    options = SegmentOptions(
+        tile_size=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        bands=args.bands,
+        backend=args.backend,
+        device=args.device,
+        probability_dtype=args.probability_dtype,
+        polygons=args.polygons,
+        min_area_m2=args.min_area,
+        tta=args.tta,
+        overwrite=args.overwrite,
+    )
+    result = segment_raster(args.model, args.raster, args.out, options, _progress_printer())
+    for path in result.outputs:
+        print(f"wrote {path}")
+    print(result.summary())
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from ..onnx_export import export_onnx
+
+    out = export_onnx(
+        args.model,
+        args.out,
+        opset=args.opset,
+        tile_size=args.tile,
+        overlap=args.overlap,
+        resolution_cm=args.resolution_cm,
+    )
+    print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.1f} MB, opset {args.opset})")
+    return 0
+
+
+def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``segment`` and ``export-onnx`` on ``python -m core``'s subparsers."""
+    p = subparsers.add_parser(
+        "segment",
+        help="segment a whole raster: probability.tif, mask.tif [, panels.gpkg]",
+        description="Segment a raster of any size with a model (run folder, .pt model "
+        "file or .onnx file) and write probability.tif, mask.tif and, with --polygons, "
+        "panels.gpkg into the output folder, on the raster's own grid.",
+    )
+    p.add_argument("model", help="run folder, model file (.pt) or ONNX file (.onnx)")
+    p.add_argument("raster", help="raster to segment (any format GDAL reads)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--bands",
+        type=parse_band_list,
+        default=None,
+        help="raster bands (1-based) mapped onto the model's inputs in order, e.g. 3,2,1,1; "
+        "default: the model's own band selection",
+    )
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--tile", type=int, default=None, help="window side in source pixels")
+    p.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbours")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threshold", type=float, default=None, help="default: the model's")
+    p.add_argument("--polygons", action="store_true", help="also write panels.gpkg")
+    p.add_argument(
+        "--min-area", type=float, default=0.0, metavar="M2", help="drop smaller polygons (m²)"
+    )
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x time)")
+    p.add_argument(
+        "--probability-dtype",
+        choices=("float32", "uint8"),
+        default="float32",
+        help="float32 0..1 (nodata NaN) or uint8 0..254 (scale 1/254, nodata 255)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_segment)
+
+    e = subparsers.add_parser(
+        "export-onnx",
+        help="write a model as ONNX with its metadata (band selection, normalisation, ...)",
+    )
+    e.add_argument("model", help="run folder or model file (.pt)")
+    e.add_argument("out", help="ONNX file to write")
+    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--tile", type=int, default=None, help="tile size to store (source px)")
+    e.add_argument("--overlap", type=int, default=None, help="overlap to store (source px)")
+    e.add_argument(
+        "--resolution-cm", type=float, default=None, help="source pixel size in cm, if known"
+    )
+    e.set_defaults(func=cmd_export_onnx)

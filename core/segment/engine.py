@@ -1,0 +1,469 @@
+"""Segment a whole raster: streaming tiled inference with seamless blending.
+
+Pipeline (see :func:`segment_raster`):
+
+1. The model (run folder, ``.pt`` model file or ``.onnx`` file) gives the band selection,
+   normalisation, threshold, upscale factor, pad multiple and default tile size/overlap.
+2. A reader thread reads the next batch of windows (rasterio windowed reads of the
+   selected bands), computes validity (declared nodata, -9999, NaN), normalises and
+   reflect-pads them while the current batch is being predicted.
+3. Each batch is upscaled bicubically by the model's factor (if > 1), predicted
+   (probabilities) and area-averaged back to the source resolution, so every output is
+   on the source grid.
+4. Window probabilities are blended with Hann weights into a band of ``tile`` rows; as
+   soon as a grid row of windows is done, the rows no later window touches are written
+   to the probability and mask GeoTIFFs and dropped. Peak memory is set by the tile size,
+   batch size and raster *width*, never by its height.
+5. Optionally, polygons of the mask go to a GeoPackage.
+
+Outputs live under temporary names until everything succeeded; a failure or a cancel
+removes them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window as RioWindow
+
+from ..data.rasters import RasterError, check_bands, normalize, open_raster, valid_mask
+from ..models import ModelMeta, min_input_side
+from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
+from .backends import Backend, load_backend
+from .blend import StripBlender
+from .polygons import polygonize_mask, raster_area_m2
+from .windows import Window, WindowGrid, pad_to_tile
+from .writers import (
+    MASK_FILENAME,
+    POLYGONS_FILENAME,
+    PROBABILITY_DTYPES,
+    PROBABILITY_FILENAME,
+    OutputRasters,
+    RasterGrid,
+    atomic_outputs,
+    check_outputs,
+)
+
+# Share of the progress bar given to polygonizing when polygons are asked for.
+POLYGON_PROGRESS_SHARE = 0.05
+
+
+@dataclass
+class SegmentOptions:
+    """How to segment. ``None`` means "the model's value" (tile size, overlap and
+    threshold are stored in the model file / ONNX metadata; 256, 64 and 0.5 unless
+    training chose otherwise)."""
+
+    tile_size: int | None = None  # source pixels per window side
+    overlap: int | None = None  # source pixels shared by neighbouring windows
+    batch_size: int = 8
+    threshold: float | None = None
+    # 1-based raster band numbers mapped onto the model's inputs in order; overrides the
+    # model's own band selection (e.g. [3, 2, 1, 1] for a 3-band raster).
+    bands: list[int] | None = None
+    backend: str = "torch"  # "torch" or "onnx"
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    probability_dtype: str = "float32"  # "float32" (0..1) or "uint8" (0..254, 255 nodata)
+    polygons: bool = False
+    min_area_m2: float = 0.0
+    tta: bool = False  # flip test-time augmentation (4 passes, averaged)
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if self.tile_size is not None and self.tile_size < 1:
+            raise ValueError(f"tile size must be positive, got {self.tile_size}")
+        if self.overlap is not None and self.overlap < 0:
+            raise ValueError(f"overlap must be >= 0, got {self.overlap}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {self.backend!r}")
+        if self.probability_dtype not in PROBABILITY_DTYPES:
+            raise ValueError(
+                f"probability dtype must be one of {PROBABILITY_DTYPES}, "
+                f"got {self.probability_dtype!r}"
+            )
+        if self.min_area_m2 < 0:
+            raise ValueError(f"minimum area must be >= 0 m², got {self.min_area_m2}")
+        if self.bands is not None and not self.bands:
+            raise ValueError("band mapping is empty")
+
+
+@dataclass
+class SegmentResult:
+    """Output paths and a summary of one segmentation run."""
+
+    probability_path: Path
+    mask_path: Path
+    polygons_path: Path | None
+    width: int
+    height: int
+    pixels: int
+    nodata_pixels: int
+    windows: int
+    seconds: float
+    area_km2: float
+    km2_per_minute: float
+    panel_pixels: int
+    # Polygons kept after the minimum-area filter (None without polygons).
+    panels: int | None
+    # Total polygon area when polygons were made, else panel pixels x mean pixel area.
+    panel_area_ha: float
+    threshold: float
+    bands: list[int]
+    tile_size: int
+    overlap: int
+    backend: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> list[Path]:
+        paths = [self.probability_path, self.mask_path]
+        return paths + ([self.polygons_path] if self.polygons_path else [])
+
+    def summary(self) -> str:
+        """One line: pixels, windows, time, speed, panels and their area."""
+        panels = (
+            f"{self.panels} panel polygon(s), {self.panel_area_ha:.2f} ha"
+            if self.panels is not None
+            else f"{self.panel_pixels:,} panel pixel(s), {self.panel_area_ha:.2f} ha"
+        )
+        return (
+            f"{self.width} x {self.height} = {self.pixels:,} pixels ({self.area_km2:.2f} km²), "
+            f"{self.windows} windows, {self.seconds:.1f} s, "
+            f"{self.km2_per_minute:.2f} km²/min; {panels}"
+        )
+
+
+@dataclass
+class _Plan:
+    """Everything resolved from the model, the raster and the options."""
+
+    raster_path: Path
+    grid: RasterGrid
+    nodata: float | None
+    bands: list[int]
+    mean: list[float]
+    std: list[float]
+    tile: int
+    overlap: int
+    upscale: int
+    threshold: float
+
+
+def _plan(raster_path: Path, meta: ModelMeta, options: SegmentOptions) -> _Plan:
+    with open_raster(raster_path) as src:
+        grid = RasterGrid.from_rasterio(src)
+        count, nodata = src.count, src.nodata
+    model_bands = list(meta.bands) if meta.bands else list(range(1, meta.in_channels + 1))
+    if options.bands is not None:
+        bands = [int(b) for b in options.bands]
+        if len(bands) != meta.in_channels:
+            raise ValueError(
+                f"the band mapping {bands} has {len(bands)} band(s) but the model takes "
+                f"{meta.in_channels} input(s) (its own selection: bands {model_bands})"
+            )
+        bands = check_bands(bands, count, raster_path)
+    else:
+        bands = model_bands
+        missing = [b for b in bands if b > count]
+        if missing or len(bands) != meta.in_channels:
+            raise RasterError(
+                f"{raster_path}: the model needs bands {bands} ({meta.in_channels} inputs) "
+                f"but the raster has {count} band(s) (band(s) {missing} not found); map the "
+                f"raster's bands onto the model's inputs explicitly, e.g. bands="
+                f"{[min(b, count) for b in bands]} (--bands "
+                f"{','.join(str(min(b, count)) for b in bands)})"
+            )
+    tile = options.tile_size or meta.tile_size
+    overlap = meta.overlap if options.overlap is None else options.overlap
+    upscale = int(meta.upscale or 1)
+    if (tile * upscale) % meta.pad_multiple:
+        raise ValueError(
+            f"tile size {tile} x upscale {upscale} = {tile * upscale} must be a multiple of "
+            f"the model's pad multiple {meta.pad_multiple} (e.g. tile size "
+            f"{-(-tile * upscale // meta.pad_multiple) * meta.pad_multiple // upscale})"
+        )
+    if tile * upscale < min_input_side(meta.arch):
+        raise ValueError(f"tile size {tile} is too small for a {meta.arch} model")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile size {tile}), got {overlap}")
+    threshold = meta.threshold if options.threshold is None else options.threshold
+    return _Plan(
+        raster_path=raster_path,
+        grid=grid,
+        nodata=nodata,
+        bands=bands,
+        mean=list(meta.mean),
+        std=list(meta.std),
+        tile=tile,
+        overlap=overlap,
+        upscale=upscale,
+        threshold=float(threshold),
+    )
+
+
+@dataclass
+class _Batch:
+    windows: list[Window]
+    x: np.ndarray  # (N, C, tile, tile) float32, normalised and padded
+    valid: list[np.ndarray]  # per window (height, width) bool, inside the raster only
+
+
+class _WindowReader:
+    """Reads, normalises and pads windows. Used only from the reader thread.
+
+    The source is reopened for every grid row of windows: closing a dataset drops its
+    blocks from GDAL's process-wide block cache, which would otherwise grow with the
+    raster (up to 5% of RAM) and make peak memory depend on raster size.
+    """
+
+    def __init__(self, plan: _Plan):
+        self.plan = plan
+        self._src: Any = None
+        self._row = -1
+
+    def _dataset(self, row: int) -> Any:
+        if row != self._row or self._src is None:
+            self.close()
+            self._src = open_raster(self.plan.raster_path)
+            self._row = row
+        return self._src
+
+    def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        src = self._dataset(win.row)
+        data = src.read(self.plan.bands, window=RioWindow(win.x, win.y, win.width, win.height))
+        valid = valid_mask(data, self.plan.nodata)
+        x = normalize(data.astype(np.float32, copy=False), valid, self.plan.mean, self.plan.std)
+        return pad_to_tile(x, self.plan.tile), valid
+
+    def read_batch(self, windows: list[Window]) -> _Batch:
+        xs, valids = zip(*(self.read(w) for w in windows), strict=True)
+        return _Batch(list(windows), np.stack(xs), list(valids))
+
+    def close(self) -> None:
+        if self._src is not None:
+            self._src.close()
+            self._src = None
+
+
+def make_predict(backend: Backend, upscale: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``backend.predict`` wrapped with the model's upscale: bicubic upscaling of the
+    normalised tiles before (``F.interpolate``, align_corners=False), area averaging
+    (``avg_pool2d``) of the probabilities after; the same functions training uses."""
+    if upscale == 1:
+        return backend.predict
+    import torch
+
+    from ..data.transforms import downscale_probability
+    from ..data.transforms import upscale as upscale_image
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        up = upscale_image(torch.from_numpy(x), upscale, "bicubic")
+        prob = torch.from_numpy(np.ascontiguousarray(backend.predict(up.numpy())))
+        return downscale_probability(prob, upscale).numpy()
+
+    return predict
+
+
+def _batches(windows: Iterator[Window], size: int) -> Iterator[list[Window]]:
+    while batch := list(islice(windows, size)):
+        yield batch
+
+
+@dataclass
+class _Counts:
+    nodata_pixels: int = 0
+    panel_pixels: int = 0
+
+
+def _run_windows(
+    plan: _Plan,
+    predict: Callable[[np.ndarray], np.ndarray],
+    outputs: OutputRasters,
+    batch_size: int,
+    progress: ProgressFn,
+    cancel: CancelFn,
+    fraction_scale: float,
+) -> tuple[int, _Counts]:
+    """Predict every window, blend and write finished rows. Returns (windows, counts)."""
+    g = plan.grid
+    wgrid = WindowGrid(g.height, g.width, plan.tile, plan.overlap)
+    total = len(wgrid)
+    blender = StripBlender(g.width, g.height, plan.tile)
+    counts = _Counts()
+
+    def write(y0: int, prob: np.ndarray, valid: np.ndarray) -> None:
+        outputs.write_rows(y0, prob, valid)
+        counts.nodata_pixels += int(valid.size - np.count_nonzero(valid))
+        counts.panel_pixels += int(np.count_nonzero(valid & (prob >= np.float32(plan.threshold))))
+
+    batches = _batches(iter(wgrid), batch_size)
+    reader = _WindowReader(plan)
+    start = time.perf_counter()
+    done, row = 0, 0
+    pending: Future | None = None
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="solarseg-reader") as pool:
+            pending = pool.submit(reader.read_batch, next(batches))
+            while pending is not None:
+                batch = pending.result()
+                following = next(batches, None)
+                pending = pool.submit(reader.read_batch, following) if following else None
+                probs = predict(batch.x)
+                for win, prob, valid in zip(batch.windows, probs, batch.valid, strict=True):
+                    if win.row != row:
+                        write(*blender.pop_rows(wgrid.rows_done_after(row)))
+                        row = win.row
+                    blender.add(prob[0], valid, win)
+                done += len(batch.windows)
+                elapsed = time.perf_counter() - start
+                rate = done / elapsed if elapsed > 0 else 0.0
+                eta = (total - done) / rate if rate > 0 else 0.0
+                progress(
+                    Progress(
+                        stage="segment",
+                        fraction=fraction_scale * done / total,
+                        message=f"{done}/{total} windows, {rate:.1f} windows/s, ETA {eta:.0f} s",
+                        info={
+                            "done": done,
+                            "total": total,
+                            "windows_per_s": rate,
+                            "eta_s": eta,
+                            "elapsed_s": elapsed,
+                        },
+                    )
+                )
+                check_cancel(cancel)
+            write(*blender.pop_rows(g.height))
+    finally:
+        if pending is not None:
+            pending.cancel()  # the pool's exit waits for a read already running
+        reader.close()
+    return total, counts
+
+
+def segment_raster(
+    model_path: str | Path,
+    raster_path: str | Path,
+    out_dir: str | Path,
+    options: SegmentOptions | None = None,
+    progress: ProgressFn = no_progress,
+    cancel: CancelFn = never_cancel,
+) -> SegmentResult:
+    """Segment ``raster_path`` with the model at ``model_path`` (run folder, ``.pt``
+    model file or ``.onnx`` file) and write ``probability.tif``, ``mask.tif`` and, with
+    ``options.polygons``, ``panels.gpkg`` into ``out_dir``.
+
+    Raises RasterError / ModelFileError / ValueError (all ValueError) with a message
+    naming the file and the problem, OutputExistsError when an output exists and
+    ``overwrite`` is False, and :class:`~core.progress.Cancelled` when ``cancel()``
+    turns true (checked between batches); partial outputs are removed in every case.
+    """
+    options = options or SegmentOptions()
+    options.validate()
+    out_dir = Path(out_dir)
+    check_outputs(_final_paths(out_dir, options), options.overwrite)  # fail before loading
+    t0 = time.perf_counter()
+    backend, meta = load_backend(model_path, options.backend, options.device, options.tta)
+    result = segment_with_backend(
+        backend, meta, raster_path, out_dir, options, progress=progress, cancel=cancel
+    )
+    load_s = (time.perf_counter() - t0) - result.timings["total_s"]
+    result.timings["load_s"] = load_s
+    result.seconds += load_s
+    result.timings["total_s"] = result.seconds
+    result.km2_per_minute = result.area_km2 / (result.seconds / 60.0)
+    return result
+
+
+def _final_paths(out_dir: Path, options: SegmentOptions) -> list[Path]:
+    paths = [out_dir / PROBABILITY_FILENAME, out_dir / MASK_FILENAME]
+    return paths + ([out_dir / POLYGONS_FILENAME] if options.polygons else [])
+
+
+def segment_with_backend(
+    backend: Backend,
+    meta: ModelMeta,
+    raster_path: str | Path,
+    out_dir: str | Path,
+    options: SegmentOptions | None = None,
+    progress: ProgressFn = no_progress,
+    cancel: CancelFn = never_cancel,
+) -> SegmentResult:
+    """:func:`segment_raster` with an already loaded backend (segment several rasters
+    with one model, or benchmark without the load time)."""
+    options = options or SegmentOptions()
+    options.validate()
+    t0 = time.perf_counter()
+    raster_path, out_dir = Path(raster_path), Path(out_dir)
+    plan = _plan(raster_path, meta, options)
+    finals = _final_paths(out_dir, options)
+    predict = make_predict(backend, plan.upscale)
+    scale = 1.0 - POLYGON_PROGRESS_SHARE if options.polygons else 1.0
+    panels = polygons_path = None
+    polygon_area_m2 = 0.0
+    timings: dict[str, float] = {}
+    check_cancel(cancel)
+    with atomic_outputs(finals, options.overwrite) as tmps:
+        outputs = OutputRasters(
+            tmps[0], tmps[1], plan.grid, options.probability_dtype, plan.threshold
+        )
+        try:
+            n_windows, counts = _run_windows(
+                plan, predict, outputs, options.batch_size, progress, cancel, scale
+            )
+        finally:
+            outputs.close()
+        timings["windows_s"] = time.perf_counter() - t0
+        if options.polygons:
+            check_cancel(cancel)
+            summary = polygonize_mask(
+                tmps[1],
+                tmps[2],
+                options.min_area_m2,
+                cancel=cancel,
+                progress=lambda f: progress(
+                    Progress("polygons", scale + (1 - scale) * f, "polygonizing the mask")
+                ),
+            )
+            panels, polygon_area_m2, polygons_path = summary.count, summary.area_m2, finals[2]
+            timings["polygons_s"] = time.perf_counter() - t0 - timings["windows_s"]
+    seconds = time.perf_counter() - t0
+    timings["total_s"] = seconds
+    g = plan.grid
+    pixels = g.width * g.height
+    area_m2 = raster_area_m2(g.crs_wkt, g.geotransform, g.width, g.height)
+    panel_area_m2 = polygon_area_m2 if options.polygons else counts.panel_pixels * area_m2 / pixels
+    progress(Progress("done", 1.0, f"segmented {pixels:,} pixels in {seconds:.1f} s"))
+    return SegmentResult(
+        probability_path=finals[0],
+        mask_path=finals[1],
+        polygons_path=polygons_path,
+        width=g.width,
+        height=g.height,
+        pixels=pixels,
+        nodata_pixels=counts.nodata_pixels,
+        windows=n_windows,
+        seconds=seconds,
+        area_km2=area_m2 / 1e6,
+        km2_per_minute=area_m2 / 1e6 / (seconds / 60.0),
+        panel_pixels=counts.panel_pixels,
+        panels=panels,
+        panel_area_ha=panel_area_m2 / 10_000.0,
+        threshold=plan.threshold,
+        bands=plan.bands,
+        tile_size=plan.tile,
+        overlap=plan.overlap,
+        backend=backend.name,
+        timings=timings,
+    )

@@ -1,0 +1,1 @@
+"""Dialogs of the SolarSeg plugin (Train, Segment Layer, Inspect Errors, dependencies)."""

@@ -1,0 +1,130 @@
+"""Small widgets shared by the dialogs: path pickers, field error labels, ETA text."""
+
+from __future__ import annotations
+
+from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QWidget,
+)
+
+from ..common import Settings, tr
+
+ERROR_STYLE = "color: #c0392b;"
+
+
+def error_label() -> QLabel:
+    """A red label shown beside a field when its value is refused."""
+    label = QLabel()
+    label.setStyleSheet(ERROR_STYLE)
+    label.setWordWrap(True)
+    label.setVisible(False)
+    label.setProperty("solarsegError", True)
+    return label
+
+
+def add_field_row(grid: QGridLayout, label: str, widget: QWidget, error: QLabel) -> int:
+    """Label and widget on one row, the (normally hidden) error message right under the
+    widget, so a long message wraps instead of being clipped. Returns the widget's row."""
+    row = grid.rowCount()
+    grid.addWidget(QLabel(label), row, 0)
+    grid.addWidget(widget, row, 1)
+    grid.addWidget(error, row + 1, 1)
+    error.buddy_widget = widget  # its width is the width the message wraps to
+    return row
+
+
+def show_error(label: QLabel, message: str | None) -> None:
+    """Show (or hide, for None) a message; its height is set for the wrapped text, which
+    grid layouts do not do by themselves for word-wrapped labels."""
+    label.setText(message or "")
+    label.setVisible(bool(message))
+    if message:
+        buddy = getattr(label, "buddy_widget", None)
+        width = buddy.width() if buddy is not None and buddy.width() > 80 else 420
+        label.ensurePolished()
+        label.setMinimumHeight(label.heightForWidth(width) + 2)
+
+
+class PathEdit(QWidget):
+    """A line edit with browse buttons for a folder and/or a file.
+
+    ``settings_key`` remembers the last folder browsed (QgsSettings ``solarseg/...``).
+    """
+
+    changed = pyqtSignal(str)
+
+    def __init__(
+        self,
+        folder: bool = True,
+        file_filter: str | None = None,
+        settings_key: str | None = None,
+        placeholder: str = "",
+        save: bool = False,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.file_filter, self.settings_key, self.save = file_filter, settings_key, save
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(placeholder)
+        lay.addWidget(self.edit, 1)
+        if folder:
+            b = QPushButton(tr("Folder…"))
+            b.clicked.connect(self.browse_folder)
+            lay.addWidget(b)
+        if file_filter:
+            b = QPushButton(tr("File…"))
+            b.clicked.connect(self.browse_file)
+            lay.addWidget(b)
+        self.edit.editingFinished.connect(lambda: self.changed.emit(self.text()))
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt naming)
+        self.edit.setText(text or "")
+        self.changed.emit(self.text())
+
+    def _start_dir(self) -> str:
+        if self.text():
+            return self.text()
+        return Settings().get(self.settings_key, "", str) if self.settings_key else ""
+
+    def _remember(self, path: str) -> None:
+        if self.settings_key and path:
+            Settings().set(self.settings_key, path)
+
+    def browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, tr("Choose a folder"), self._start_dir())
+        if path:
+            self._remember(path)
+            self.setText(path)
+
+    def browse_file(self) -> None:
+        if self.save:
+            path, _ = QFileDialog.getSaveFileName(
+                self, tr("Choose a file"), self._start_dir(), self.file_filter or ""
+            )
+        else:
+            path, _ = QFileDialog.getOpenFileName(
+                self, tr("Choose a file"), self._start_dir(), self.file_filter or ""
+            )
+        if path:
+            self._remember(path)
+            self.setText(path)
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

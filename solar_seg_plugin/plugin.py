@@ -1,0 +1,210 @@
+"""The plugin object QGIS creates: toolbar, Raster > SolarSeg menu, Processing
+provider, dependency check, and everything removed again in :meth:`unload`."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qgis.core import Qgis, QgsApplication
+from qgis.PyQt.QtWidgets import QAction, QDockWidget, QPushButton, QToolBar, QWidget
+
+from . import deps
+from .common import PLUGIN_NAME, icon, tr
+
+MENU = "&SolarSeg"
+# The engine warns once per tile without CRS; inside QGIS every warning becomes a line in
+# the message log, so the plugin hides this one (Inspect Errors lays such tiles out on a
+# grid anyway). Installed in initGui, removed in unload.
+QUIET_WARNINGS = ("ignore", "tiles without a CRS are used as plain arrays")
+
+
+def _remove_warning_filter(message: str) -> None:
+    """Drop the filters :meth:`SolarSegPlugin.initGui` added (matched by message)."""
+    warnings.filters[:] = [
+        f for f in warnings.filters if not (f[1] is not None and f[1].pattern == message)
+    ]
+    warnings._filters_mutated()  # noqa: SLF001 (documented way to refresh the cache)
+
+
+def _forget_submodules(package: str) -> None:
+    """Drop every ``package.*`` module, so a reload imports fresh code.
+
+    QGIS's own clean-up misses intermediate packages imported relatively (e.g.
+    ``solar_seg_plugin.processing``); the top-level package is left to QGIS.
+    """
+    for name in [m for m in sys.modules if m.startswith(package + ".")]:
+        del sys.modules[name]
+
+
+class SolarSegPlugin:
+    """Wires the tools into QGIS. Heavy modules (torch, dialogs) load on first use."""
+
+    def __init__(self, iface: Any) -> None:
+        self.iface = iface
+        self.actions: list[QAction] = []
+        self.toolbar: QToolBar | None = None
+        self.provider = None
+        self.docks: list[QDockWidget] = []
+        self.dialogs: dict[str, QWidget] = {}
+        self.analyses: list[Any] = []
+
+    # --- QGIS entry points -------------------------------------------------------
+    def initProcessing(self) -> None:  # noqa: N802 (QGIS API name)
+        """Register the Processing provider (also called alone by qgis_process)."""
+        if self.provider is not None:
+            return
+        from .processing.provider import SolarSegProvider
+
+        self.provider = SolarSegProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802 (QGIS API name)
+        deps.add_deps_dir_to_path()
+        warnings.filterwarnings(QUIET_WARNINGS[0], message=QUIET_WARNINGS[1])
+        self.initProcessing()
+        self.toolbar = self.iface.addToolBar(PLUGIN_NAME)
+        self.toolbar.setObjectName("SolarSegToolbar")
+        self._add_action("solarsegTrain", tr("Train…"), self.open_train, "icon.svg")
+        self._add_action("solarsegSegment", tr("Segment Layer…"), self.open_segment, "icon.svg")
+        self._add_action("solarsegInspect", tr("Inspect Errors…"), self.open_inspect, "icon.svg")
+        self.check_dependencies()
+
+    def unload(self) -> None:
+        """Remove every action, menu entry, toolbar, dock and provider added."""
+        for analysis in self.analyses:
+            analysis.close()
+        self.analyses.clear()
+        for dlg in self.dialogs.values():
+            close = getattr(dlg, "shutdown", None)
+            if close is not None:
+                close()
+            dlg.close()
+            dlg.deleteLater()
+        self.dialogs.clear()
+        for dock in self.docks:
+            self.iface.removeDockWidget(dock)
+            dock.deleteLater()
+        self.docks.clear()
+        for action in self.actions:
+            self.iface.removePluginRasterMenu(MENU, action)
+            self.iface.removeToolBarIcon(action)
+            if self.toolbar is not None:
+                self.toolbar.removeAction(action)
+            action.deleteLater()
+        self.actions.clear()
+        if self.toolbar is not None:
+            self.iface.mainWindow().removeToolBar(self.toolbar)
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+        _remove_warning_filter(QUIET_WARNINGS[1])
+        _forget_submodules(__package__)
+
+    # --- helpers -------------------------------------------------------------------
+    def _add_action(self, name: str, text: str, slot: Callable[[], Any], icon_name: str) -> QAction:
+        action = QAction(icon(icon_name), text, self.iface.mainWindow())
+        action.setObjectName(name)
+        action.triggered.connect(lambda _checked=False: slot())
+        self.toolbar.addAction(action)
+        self.iface.addPluginToRasterMenu(MENU, action)
+        self.actions.append(action)
+        return action
+
+    def check_dependencies(self, modules: tuple[str, ...] | None = None) -> list[str]:
+        """Message bar naming missing engine packages, with a button to the installer."""
+        modules = tuple(deps.ENGINE_PACKAGES) if modules is None else modules
+        missing = deps.missing_modules(modules)
+        if missing:
+            names = ", ".join(deps.ENGINE_PACKAGES.get(m, m) for m in missing)
+            bar = self.iface.messageBar()
+            item = bar.createMessage(PLUGIN_NAME, tr("missing Python package(s): {}").format(names))
+            button = QPushButton(tr("Install…"), item)
+            button.clicked.connect(
+                lambda _c=False, m=missing: self.show_dependencies(
+                    {n: tr("not installed") for n in m}
+                )
+            )
+            item.layout().addWidget(button)
+            bar.pushWidget(item, Qgis.Warning)
+        return missing
+
+    def show_dependencies(self, problems: dict[str, str]) -> QWidget:
+        from .dialogs.deps_dialog import DependenciesDialog
+
+        dlg = DependenciesDialog(problems, self.iface.mainWindow())
+        self._keep("deps", dlg)
+        dlg.show()
+        return dlg
+
+    def ensure_engine(self, modules: tuple[str, ...]) -> bool:
+        """Import what a tool needs; on failure show the dependency dialog."""
+        problems = deps.import_problems(modules)
+        if problems:
+            self.show_dependencies(problems)
+            return False
+        return True
+
+    def _keep(self, key: str, widget: QWidget) -> None:
+        old = self.dialogs.pop(key, None)
+        if old is not None and old is not widget:
+            old.close()
+            old.deleteLater()
+        self.dialogs[key] = widget
+
+    def _show(self, key: str, factory: Callable[[], QWidget]) -> QWidget:
+        dlg = self.dialogs.get(key)
+        if dlg is None:
+            dlg = factory()
+            self._keep(key, dlg)
+        dlg.show()
+        dlg.raise_()
+        dlg.activateWindow()
+        return dlg
+
+    # --- tools ---------------------------------------------------------------------
+    def open_train(self) -> QWidget | None:
+        if not self.ensure_engine(deps.TRAIN_NEEDS):
+            return None
+        from .dialogs.train_dialog import TrainDialog
+
+        return self._show(
+            "train", lambda: TrainDialog(self.iface, self.open_inspect, self.iface.mainWindow())
+        )
+
+    def open_segment(self) -> QWidget | None:
+        if not self.ensure_engine(deps.SEGMENT_NEEDS):
+            return None
+        from .dialogs.segment_dialog import SegmentDialog
+
+        return self._show("segment", lambda: SegmentDialog(self.iface, self.iface.mainWindow()))
+
+    def open_inspect(self, model_path: str | Path | None = None, start: bool = False):
+        """Inspect Errors dialog; with ``start`` it runs at once (from the Train dialog)."""
+        if not self.ensure_engine(deps.INSPECT_NEEDS):
+            return None
+        from .dialogs.inspect_dialog import InspectDialog
+
+        dlg = self._show(
+            "inspect",
+            lambda: InspectDialog(self.iface, self.show_analysis, self.iface.mainWindow()),
+        )
+        if model_path is not None:
+            dlg.set_model(str(model_path))
+            if start:
+                dlg.start()
+        return dlg
+
+    def show_analysis(self, analysis: Any) -> None:
+        """Adopt an error analysis (its dock and layers) so unload can remove it."""
+        self.analyses.append(analysis)
+        analysis.closed.connect(lambda a=analysis: self._forget(a))
+
+    def _forget(self, analysis: Any) -> None:
+        if analysis in self.analyses:
+            self.analyses.remove(analysis)

@@ -1,0 +1,1 @@
+"""Processing provider "SolarSeg": segment raster, evaluate model, train model."""

@@ -1,0 +1,517 @@
+"""Processing algorithms wrapping the engine: Segment raster, Evaluate model, Train model.
+
+They run from the toolbox, in batch mode, in the graphical modeler and from
+``processing.run("solarseg:...", {...})``. The engine is imported when an algorithm
+runs, so the provider loads even when torch is missing. Engine progress goes to
+``feedback.setProgress``; ``feedback.isCanceled`` is the engine's cancel check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputFolder,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputRasterLayer,
+    QgsProcessingOutputString,
+    QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QIcon
+
+from ..common import icon, parse_bands, tr
+
+SPLITS = ["train", "val", "test"]
+DEVICES = ["auto", "cpu", "cuda"]
+BACKENDS = ["auto", "torch", "onnx"]
+UPSCALES = [1, 2, 4, 8]
+
+
+def engine_errors() -> tuple[type[BaseException], ...]:
+    """Engine exceptions that are the user's input problems (shown as messages)."""
+    from ..core.config import ConfigError
+    from ..core.data.discovery import DatasetError
+    from ..core.data.rasters import RasterError
+    from ..core.models import ModelFileError
+
+    return (ConfigError, DatasetError, RasterError, ModelFileError, ValueError, OSError)
+
+
+def feedback_progress(feedback: QgsProcessingFeedback):
+    """Engine progress callback -> Processing feedback (percent + text)."""
+    last = {"message": None}
+
+    def report(p: Any) -> None:
+        feedback.setProgress(100.0 * max(0.0, min(1.0, float(p.fraction))))
+        if p.message and p.message != last["message"]:
+            feedback.setProgressText(p.message)
+            last["message"] = p.message
+        row = (p.info or {}).get("history_row")
+        if row:
+            feedback.pushInfo(
+                "epoch {epoch}: train_loss {tl:.4f} val_loss {vl:.4f} val_iou {vi:.4f}".format(
+                    epoch=row.get("epoch"),
+                    tl=row.get("train_loss") or float("nan"),
+                    vl=row.get("val_loss") or float("nan"),
+                    vi=row.get("val_iou") or float("nan"),
+                )
+            )
+
+    return report
+
+
+def _int_or_none(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+class _Base(QgsProcessingAlgorithm):
+    def group(self) -> str:
+        return tr("Solar PV segmentation")
+
+    def groupId(self) -> str:  # noqa: N802
+        return "solarpv"
+
+    def icon(self) -> QIcon:
+        return icon("icon.svg")
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+    def _run_engine(self, fn, feedback: QgsProcessingFeedback):
+        """Run ``fn()`` turning engine input errors and cancellation into messages."""
+        from ..core.progress import Cancelled
+
+        try:
+            return fn()
+        except Cancelled:
+            raise QgsProcessingException(tr("Cancelled by the user")) from None
+        except engine_errors() as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+    @staticmethod
+    def _optional_number(params: dict, name: str) -> float | None:
+        value = params.get(name)
+        if value is None or value == "":
+            return None
+        return float(value)
+
+
+class SegmentRasterAlgorithm(_Base):
+    INPUT, MODEL, BANDS, THRESHOLD = "INPUT", "MODEL", "BANDS", "THRESHOLD"
+    TILE_SIZE, OVERLAP, BATCH_SIZE, BACKEND, DEVICE = (
+        "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "BACKEND", "DEVICE"
+    )  # fmt: skip
+    POLYGONS, MIN_AREA, OUTPUT_FOLDER = "POLYGONS", "MIN_AREA", "OUTPUT_FOLDER"
+
+    def name(self) -> str:
+        return "segmentraster"
+
+    def displayName(self) -> str:  # noqa: N802
+        return tr("Segment raster")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return tr(
+            "Runs a trained SolarSeg model (model.pt, a run folder's model, or an ONNX file) "
+            "over a raster in overlapping windows and writes probability.tif, mask.tif "
+            "(1 = solar panel) and, optionally, panels.gpkg with one polygon per plant and "
+            "its area. Bands: 1-based raster bands in the model's input order; empty = the "
+            "bands stored in the model."
+        )
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Raster to segment")))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL,
+                tr("Model file (model.pt or .onnx)"),
+                fileFilter=tr("SolarSeg models (*.pt *.onnx)"),
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.BANDS, tr("Band mapping (e.g. 1,2,3,4; empty = model's bands)"),
+                optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.THRESHOLD, tr("Threshold (empty = model's)"),
+                QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0,
+            )
+        )  # fmt: skip
+        for key, label in (
+            (self.TILE_SIZE, tr("Window size in pixels (empty = model's)")),
+            (self.OVERLAP, tr("Window overlap in pixels (empty = model's)")),
+        ):
+            self.addParameter(QgsProcessingParameterNumber(key, label, optional=True, minValue=0))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE, tr("Batch size"), defaultValue=8, minValue=1
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(self.BACKEND, tr("Backend"), BACKENDS, defaultValue=0)
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(self.DEVICE, tr("Device"), DEVICES, defaultValue=0)
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.POLYGONS, tr("Polygons"), defaultValue=True)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_AREA, tr("Smallest polygon (m²)"), QgsProcessingParameterNumber.Double,
+                defaultValue=0.0, minValue=0.0,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, tr("Output folder"))
+        )
+        self.addOutput(QgsProcessingOutputRasterLayer("PROBABILITY", tr("Probability")))
+        self.addOutput(QgsProcessingOutputRasterLayer("MASK", tr("Mask")))
+        self.addOutput(QgsProcessingOutputVectorLayer("PANELS", tr("Polygons")))
+        self.addOutput(QgsProcessingOutputNumber("PANEL_COUNT", tr("Number of polygons")))
+        self.addOutput(QgsProcessingOutputNumber("PANEL_AREA_HA", tr("Polygon area (ha)")))
+
+    def processAlgorithm(  # noqa: N802
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict:
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise QgsProcessingException(tr("No raster layer given"))
+        raster = layer.source().split("|")[0]
+        if layer.providerType() != "gdal" or not Path(raster).exists():
+            raise QgsProcessingException(
+                tr("{} is not a raster file on disk (GDAL)").format(layer.name())
+            )
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        out_dir = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
+        try:
+            bands = parse_bands(self.parameterAsString(parameters, self.BANDS, context))
+        except ValueError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        backend = BACKENDS[self.parameterAsEnum(parameters, self.BACKEND, context)]
+        if backend == "auto":
+            backend = "onnx" if model.lower().endswith(".onnx") else "torch"
+        from ..core.segment import SegmentOptions, segment_raster
+
+        options = SegmentOptions(
+            tile_size=_int_or_none(self._optional_number(parameters, self.TILE_SIZE)),
+            overlap=_int_or_none(self._optional_number(parameters, self.OVERLAP)),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            threshold=self._optional_number(parameters, self.THRESHOLD),
+            bands=bands,
+            backend=backend,
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            polygons=self.parameterAsBool(parameters, self.POLYGONS, context),
+            min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            overwrite=True,
+        )
+        feedback.pushInfo(tr("Segmenting {} with {}").format(raster, model))
+        result = self._run_engine(
+            lambda: segment_raster(
+                model, raster, out_dir, options,
+                progress=feedback_progress(feedback), cancel=feedback.isCanceled,
+            ),
+            feedback,
+        )  # fmt: skip
+        for path, name, out in (
+            (result.probability_path, tr("probability"), "PROBABILITY"),
+            (result.mask_path, tr("mask"), "MASK"),
+            (result.polygons_path, tr("solar panels"), "PANELS"),
+        ):
+            if path:
+                context.addLayerToLoadOnCompletion(
+                    str(path), QgsProcessingContext.LayerDetails(name, context.project(), out)
+                )
+        feedback.pushInfo(result.summary())
+        return {
+            self.OUTPUT_FOLDER: out_dir,
+            "PROBABILITY": str(result.probability_path),
+            "MASK": str(result.mask_path),
+            "PANELS": str(result.polygons_path) if result.polygons_path else None,
+            "PANEL_COUNT": result.panels,
+            "PANEL_AREA_HA": result.panel_area_ha,
+        }
+
+
+METRIC_OUTPUTS = ("iou", "f1", "precision", "recall", "accuracy", "tp", "fp", "fn", "tn")
+ROW_FIELDS = [
+    ("tile_id", QVariant.String),
+    ("iou", QVariant.Double),
+    ("f1", QVariant.Double),
+    ("precision", QVariant.Double),
+    ("recall", QVariant.Double),
+    ("tp", QVariant.LongLong),
+    ("fp", QVariant.LongLong),
+    ("fn", QVariant.LongLong),
+    ("tn", QVariant.LongLong),
+    ("positive_pixels", QVariant.LongLong),
+]
+
+
+class EvaluateModelAlgorithm(_Base):
+    MODEL, DATASET, SPLIT, THRESHOLD, TTA, DEVICE, OUTPUT = (
+        "MODEL", "DATASET", "SPLIT", "THRESHOLD", "TTA", "DEVICE", "OUTPUT"
+    )  # fmt: skip
+
+    def name(self) -> str:
+        return "evaluatemodel"
+
+    def displayName(self) -> str:  # noqa: N802
+        return tr("Evaluate model")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return tr(
+            "Predicts one split of the model's dataset (the split stored with the run is "
+            "reproduced) and reports IoU, F1, precision, recall and the confusion counts, "
+            "plus a table with one row per tile. Dataset: empty = the one the model was "
+            "trained on."
+        )
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL, tr("Model file (model.pt)"), fileFilter=tr("SolarSeg models (*.pt)")
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.DATASET, tr("Dataset folder (empty = the model's)"),
+                behavior=QgsProcessingParameterFile.Folder, optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterEnum(self.SPLIT, tr("Split"), SPLITS, defaultValue=2)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.THRESHOLD, tr("Threshold (empty = model's)"),
+                QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.TTA, tr("Flip test-time augmentation"), False)
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(self.DEVICE, tr("Device"), DEVICES, defaultValue=0)
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT, tr("Per-tile metrics"), QgsProcessing.TypeVector, optional=True,
+                createByDefault=True,
+            )
+        )  # fmt: skip
+        for key in METRIC_OUTPUTS:
+            self.addOutput(QgsProcessingOutputNumber(key.upper(), key))
+        self.addOutput(QgsProcessingOutputNumber("THRESHOLD_USED", tr("Threshold used")))
+
+    def processAlgorithm(  # noqa: N802
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict:
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        dataset = self.parameterAsFile(parameters, self.DATASET, context) or None
+        split = SPLITS[self.parameterAsEnum(parameters, self.SPLIT, context)]
+        threshold = self._optional_number(parameters, self.THRESHOLD)
+        from ..core.evaluate import evaluate_predictions, predict_split
+
+        meta, preds = self._run_engine(
+            lambda: predict_split(
+                model, dataset, split=split, progress=feedback_progress(feedback),
+                cancel=feedback.isCanceled,
+                tta=self.parameterAsBool(parameters, self.TTA, context),
+                device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            ),
+            feedback,
+        )  # fmt: skip
+        if not preds:
+            raise QgsProcessingException(tr("split {} has no tiles").format(split))
+        threshold = meta.threshold if threshold is None else threshold
+        result = evaluate_predictions(preds, threshold)
+        results: dict[str, Any] = {k.upper(): result.metrics.get(k) for k in METRIC_OUTPUTS}
+        for k in ("tp", "fp", "fn", "tn"):
+            results[k.upper()] = int(getattr(result.counts, k))
+        results["THRESHOLD_USED"] = threshold
+        fields = QgsFields()
+        for name, kind in ROW_FIELDS:
+            fields.append(QgsField(name, kind))
+        sink, dest = self.parameterAsSink(
+            parameters, self.OUTPUT, context, fields, QgsWkbTypes.NoGeometry
+        )
+        if sink is not None:
+            for row in result.rows:
+                f = QgsFeature(fields)
+                f.setAttributes([row.get(name) for name, _ in ROW_FIELDS])
+                sink.addFeature(f, QgsFeatureSink.FastInsert)
+            results[self.OUTPUT] = dest
+        feedback.pushInfo(
+            tr("{} split, {} tiles, threshold {:.3f}: IoU {:.4f}, F1 {:.4f}").format(
+                split, len(preds), threshold, results["IOU"], results["F1"]
+            )
+        )
+        return results
+
+
+class TrainModelAlgorithm(_Base):
+    DATASET, CONFIG, BANDS, ARCH, ENCODER = "DATASET", "CONFIG", "BANDS", "ARCH", "ENCODER"
+    EPOCHS, BATCH_SIZE, LR, UPSCALE, LIMIT = "EPOCHS", "BATCH_SIZE", "LR", "UPSCALE", "LIMIT"
+    DEVICE, NAME, OVERRIDES, OUTPUT_FOLDER = "DEVICE", "NAME", "OVERRIDES", "OUTPUT_FOLDER"
+
+    def name(self) -> str:
+        return "trainmodel"
+
+    def displayName(self) -> str:  # noqa: N802
+        return tr("Train model")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return tr(
+            "Trains a segmentation model on image/mask tiles and writes a run folder "
+            "(config.yaml, split.csv, history, metrics, model.pt). Settings come from the "
+            "optional YAML run config, then the parameters here, then the overrides "
+            "(dotted key=value pairs separated by ';', e.g. "
+            "'loss.terms=[{name: focal}]; optim.scheduler=step'), so every setting of the "
+            "engine can be reached."
+        )
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.DATASET, tr("Dataset folder"), behavior=QgsProcessingParameterFile.Folder
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.CONFIG, tr("Run config (YAML)"), optional=True,
+                fileFilter=tr("YAML (*.yaml *.yml)"),
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.BANDS, tr("Bands (e.g. 4,3,2,8; empty = all)"), optional=True
+            )
+        )
+        self.addParameter(QgsProcessingParameterString(self.ARCH, tr("Architecture"), "Unet"))
+        self.addParameter(QgsProcessingParameterString(self.ENCODER, tr("Encoder"), "resnet18"))
+        self.addParameter(
+            QgsProcessingParameterNumber(self.EPOCHS, tr("Epochs"), defaultValue=30, minValue=1)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE, tr("Batch size"), defaultValue=16, minValue=1
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.LR, tr("Learning rate"), QgsProcessingParameterNumber.Double,
+                defaultValue=1e-3, minValue=0.0,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.UPSCALE, tr("Upscale factor"), [str(u) for u in UPSCALES], defaultValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.LIMIT, tr("Use only the first N tiles (0 = all)"), defaultValue=0, minValue=0
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(self.DEVICE, tr("Device"), DEVICES, defaultValue=0)
+        )
+        self.addParameter(QgsProcessingParameterString(self.NAME, tr("Run name"), "run"))
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.OVERRIDES, tr("More settings (key=value; ...)"), optional=True,
+                multiLine=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(
+                self.OUTPUT_FOLDER, tr("Runs folder (the run folder is created inside)")
+            )
+        )
+        self.addOutput(QgsProcessingOutputFolder("RUN_DIR", tr("Run folder")))
+        self.addOutput(QgsProcessingOutputFile("MODEL", tr("Model file")))
+        self.addOutput(QgsProcessingOutputString("STATUS", tr("Status")))
+        self.addOutput(QgsProcessingOutputNumber("THRESHOLD_USED", tr("Best threshold")))
+        self.addOutput(QgsProcessingOutputNumber("VAL_IOU", tr("Validation IoU")))
+        self.addOutput(QgsProcessingOutputNumber("TEST_IOU", tr("Test IoU")))
+
+    def overrides(self, parameters: dict, context: QgsProcessingContext) -> list[str]:
+        """Dotted overrides from the parameters, in the order they apply."""
+        p = parameters
+        bands = self.parameterAsString(p, self.BANDS, context).strip()
+        limit = self.parameterAsInt(p, self.LIMIT, context)
+        out = [
+            f"data.path={self.parameterAsFile(p, self.DATASET, context)}",
+            f"data.bands={parse_bands(bands) if bands else None}",
+            f"model.arch={self.parameterAsString(p, self.ARCH, context)}",
+            f"model.encoder={self.parameterAsString(p, self.ENCODER, context)}",
+            f"train.epochs={self.parameterAsInt(p, self.EPOCHS, context)}",
+            f"train.batch_size={self.parameterAsInt(p, self.BATCH_SIZE, context)}",
+            f"optim.lr={self.parameterAsDouble(p, self.LR, context)}",
+            f"data.upscale={UPSCALES[self.parameterAsEnum(p, self.UPSCALE, context)]}",
+            f"data.limit={limit if limit > 0 else None}",
+            f"train.device={DEVICES[self.parameterAsEnum(p, self.DEVICE, context)]}",
+            f"name={self.parameterAsString(p, self.NAME, context)}",
+            f"out_dir={self.parameterAsString(p, self.OUTPUT_FOLDER, context)}",
+        ]
+        extra = self.parameterAsString(p, self.OVERRIDES, context) or ""
+        out += [o.strip() for o in extra.replace("\n", ";").split(";") if o.strip()]
+        return out
+
+    def processAlgorithm(  # noqa: N802
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict:
+        from ..core.config import load_config
+        from ..core.train import train
+
+        config_path = self.parameterAsFile(parameters, self.CONFIG, context) or None
+        try:
+            overrides = self.overrides(parameters, context)
+        except ValueError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        cfg = self._run_engine(lambda: load_config(config_path, overrides), feedback)
+        result = self._run_engine(
+            lambda: train(cfg, progress=feedback_progress(feedback), cancel=feedback.isCanceled),
+            feedback,
+        )
+        if result.status == "cancelled":
+            feedback.reportError(tr("Training cancelled; the best model so far is kept."))
+        run_dir = Path(result.run_dir)
+        metrics = result.metrics or {}
+        feedback.pushInfo(
+            tr("Run {} finished ({}), best epoch {}, threshold {:.3f}").format(
+                run_dir, result.status, result.best_epoch, result.threshold
+            )
+        )
+        return {
+            "RUN_DIR": str(run_dir),
+            "MODEL": str(run_dir / "model.pt"),
+            "STATUS": result.status,
+            "THRESHOLD_USED": result.threshold,
+            "VAL_IOU": (metrics.get("val") or {}).get("iou"),
+            "TEST_IOU": (metrics.get("test") or {}).get("iou"),
+        }

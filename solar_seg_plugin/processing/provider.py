@@ -1,0 +1,27 @@
+"""The SolarSeg Processing provider (id ``solarseg``)."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from ..common import icon, tr
+from .algorithms import EvaluateModelAlgorithm, SegmentRasterAlgorithm, TrainModelAlgorithm
+
+
+class SolarSegProvider(QgsProcessingProvider):
+    def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
+        for alg in (SegmentRasterAlgorithm(), EvaluateModelAlgorithm(), TrainModelAlgorithm()):
+            self.addAlgorithm(alg)
+
+    def id(self) -> str:
+        return "solarseg"
+
+    def name(self) -> str:
+        return tr("SolarSeg")
+
+    def longName(self) -> str:  # noqa: N802
+        return tr("SolarSeg: solar PV plant segmentation")
+
+    def icon(self) -> QIcon:
+        return icon("icon.svg")

@@ -1,0 +1,251 @@
+"""QgsTask wrappers around the engine: training, split prediction, segmentation and
+dataset summaries run in the background while QGIS stays responsive.
+
+Each task passes the engine a ``progress`` callback (-> ``setProgress`` and the
+``info`` signal carrying the engine's info dict) and ``isCanceled`` as the cancel
+check. Exceptions are kept on the task (``error``, ``traceback``) and reported by the
+owner through the ``done`` signal, emitted from :meth:`finished` in the main thread.
+The engine writes every output under a temporary name, so a cancelled task leaves no
+partial output behind.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsApplication, QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
+from .common import log
+
+# Emit at most this many info signals per second (stage changes and epoch ends always).
+INFO_RATE = 10.0
+
+
+class EngineTask(QgsTask):
+    """Runs :meth:`work` in a worker thread; subclasses set ``self.result``."""
+
+    info = pyqtSignal(dict)  # the engine's Progress as a dict (stage, fraction, message, info)
+    done = pyqtSignal(bool)  # True: finished without error and not cancelled
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description, QgsTask.CanCancel)
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.traceback = ""
+        self.cancelled = False
+        self._last_emit = 0.0
+        self._last_stage = ""
+
+    # --- worker thread -----------------------------------------------------------
+    def work(self) -> Any:
+        raise NotImplementedError
+
+    def run(self) -> bool:
+        from .core.progress import Cancelled
+
+        try:
+            self.result = self.work()
+        except Cancelled:
+            self.cancelled = True
+            return False
+        except Exception as exc:  # kept and reported in finished(), never raised in Qt
+            self.error = exc
+            self.traceback = traceback.format_exc()
+            return False
+        if self.isCanceled():
+            self.cancelled = True
+            return False
+        return True
+
+    def progress(self, p: Any) -> None:
+        """Engine progress callback (called from the worker thread)."""
+        self.setProgress(100.0 * max(0.0, min(1.0, float(p.fraction))))
+        now = time.monotonic()
+        info = dict(p.info or {})
+        urgent = p.stage != self._last_stage or "history_row" in info or p.fraction >= 1.0
+        if urgent or now - self._last_emit >= 1.0 / INFO_RATE:
+            self._last_emit, self._last_stage = now, p.stage
+            self.info.emit({"stage": p.stage, "fraction": p.fraction, "message": p.message, **info})
+
+    def cancel_check(self) -> bool:
+        return self.isCanceled()
+
+    # --- main thread -------------------------------------------------------------
+    def finished(self, ok: bool) -> None:  # noqa: D401 (QgsTask API)
+        if not ok and self.isCanceled():
+            self.cancelled = True
+        if self.error is not None:
+            log(f"{self.description()} failed:\n{self.traceback}")
+        self.done.emit(ok and self.error is None and not self.cancelled)
+
+    def error_message(self) -> str:
+        """The error as one line for the user (engine errors already name the file)."""
+        if self.error is None:
+            return ""
+        return str(self.error) or type(self.error).__name__
+
+
+def start(task: EngineTask) -> EngineTask:
+    """Hand the task to QGIS's task manager (visible in its task list)."""
+    QgsApplication.taskManager().addTask(task)
+    return task
+
+
+class TrainTask(EngineTask):
+    """``core.train.train(cfg)``; cancel stops within one batch and keeps the best model."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(f"SolarSeg: train {cfg.name}")
+        self.cfg = cfg
+
+    def work(self) -> Any:
+        from .core.train import train
+
+        return train(self.cfg, progress=self.progress, cancel=self.cancel_check)
+
+    def run(self) -> bool:
+        ok = super().run()
+        # Training honours cancel by returning status "cancelled" with the best model kept.
+        if self.result is not None and getattr(self.result, "status", "") == "cancelled":
+            self.cancelled = True
+        return ok
+
+
+@dataclass
+class SplitPredictions:
+    """Probabilities of one split, kept so the threshold can change without inference."""
+
+    model_path: Path
+    split: str
+    meta: Any
+    predictions: list
+
+
+class PredictSplitTask(EngineTask):
+    """``core.evaluate.predict_split``: probabilities of every tile of a split."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        dataset_path: str | Path | None = None,
+        split: str = "test",
+        tta: bool | None = None,
+        device: str = "auto",
+    ) -> None:
+        super().__init__(f"SolarSeg: predict the {split} split")
+        self.model_path, self.dataset_path = Path(model_path), dataset_path
+        self.split, self.tta, self.device = split, tta, device
+
+    def work(self) -> SplitPredictions:
+        from .core.evaluate import predict_split
+
+        meta, preds = predict_split(
+            self.model_path,
+            self.dataset_path,
+            split=self.split,
+            progress=self.progress,
+            cancel=self.cancel_check,
+            tta=self.tta,
+            device=self.device,
+        )
+        return SplitPredictions(self.model_path, self.split, meta, preds)
+
+
+@dataclass
+class SegmentOutcome:
+    """A segmentation result plus, with ground truth, its error overlay and counts."""
+
+    result: Any
+    error_path: Path | None = None
+    counts: Any = None
+    metrics: dict | None = None
+
+
+class SegmentTask(EngineTask):
+    """``core.segment.segment_raster``; with ground truth also the error overlay."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        raster_path: str | Path,
+        out_dir: str | Path,
+        options: Any,
+        ground_truth: str | Path | None = None,
+    ) -> None:
+        super().__init__(f"SolarSeg: segment {Path(raster_path).name}")
+        self.model_path, self.raster_path = Path(model_path), Path(raster_path)
+        self.out_dir, self.options = Path(out_dir), options
+        self.ground_truth = Path(ground_truth) if ground_truth else None
+
+    def work(self) -> SegmentOutcome:
+        from .core.segment import segment_raster
+
+        result = segment_raster(
+            self.model_path,
+            self.raster_path,
+            self.out_dir,
+            self.options,
+            progress=self.progress,
+            cancel=self.cancel_check,
+        )
+        outcome = SegmentOutcome(result)
+        if self.ground_truth is not None:
+            from .analysis.rasters import write_scene_errors
+
+            outcome.error_path, outcome.counts = write_scene_errors(
+                result.probability_path, self.ground_truth, result.threshold, self.out_dir
+            )
+            outcome.metrics = outcome.counts.metrics(json_safe=True)
+        return outcome
+
+
+@dataclass
+class DatasetOverview:
+    form: str
+    pairs: int
+    split_counts: dict[str, int]
+    predefined: bool
+    balance: dict[str, dict]
+
+
+class DatasetSummaryTask(EngineTask):
+    """Dataset form, pairs per split and class balance per split (no statistics kept)."""
+
+    def __init__(self, path: str | Path, limit: int | None, split_cfg: Any) -> None:
+        super().__init__("SolarSeg: dataset summary")
+        self.path, self.limit, self.split_cfg = Path(path), limit, split_cfg
+
+    def work(self) -> DatasetOverview:
+        from .core.data.discovery import find_dataset
+        from .core.data.splits import split_pairs
+        from .core.data.stats import summarize
+
+        index = find_dataset(self.path)
+        if self.limit:
+            index.pairs = index.pairs[: self.limit]
+        predefined = index.has_predefined_split
+        pairs = split_pairs(index, self.split_cfg)
+        summary = summarize(
+            pairs, [1], stats_splits=("train",), progress=self.progress, cancel=self.cancel_check
+        )
+        counts: dict[str, int] = {}
+        for p in pairs:
+            counts[p.split or "unsplit"] = counts.get(p.split or "unsplit", 0) + 1
+        return DatasetOverview(
+            form=index.form,
+            pairs=len(pairs),
+            split_counts=counts,
+            predefined=predefined,
+            balance={k: v.as_dict() for k, v in summary.balance.items()},
+        )
+
+
+def run_when_done(task: EngineTask, callback: Callable[[EngineTask, bool], None]) -> None:
+    """Call ``callback(task, ok)`` in the main thread when the task ends."""
+    task.done.connect(lambda ok, t=task: callback(t, ok))

@@ -1,0 +1,180 @@
+"""Segment Layer dialog on real scenes: outputs on the source's grid, the band error on a
+3-band scene, ground truth -> error overlay and IoU, and a clean cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import QgsProject, QgsRasterLayer
+
+from .conftest import process_events, run_task, wait_until
+
+
+@pytest.fixture()
+def dialog(qgis_iface, qgis_new_project):
+    from solar_seg_plugin.dialogs.segment_dialog import SegmentDialog
+
+    dlg = SegmentDialog(qgis_iface)
+    dlg.show()
+    yield dlg
+    dlg.shutdown()
+    dlg.close()
+    dlg.deleteLater()
+
+
+def add_layer(path: Path) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), path.stem)
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def visible_errors(dlg) -> dict[str, str]:
+    return {k: v.text() for k, v in dlg.errors.items() if v.isVisibleTo(dlg)}
+
+
+def wait_for_dialog(dlg, timeout: float = 180.0) -> None:
+    wait_until(lambda: dlg.task is None, timeout, "the segmentation task")
+
+
+def test_refuses_missing_inputs(dialog):
+    dialog.layer_combo.setLayer(None)
+    assert not dialog.start()
+    errors = visible_errors(dialog)
+    assert "layer" in errors and "model" in errors
+    assert dialog.task is None
+    assert "refused" in dialog.status.text()
+
+
+def test_segment_haiti_outputs_on_source_grid(dialog, scenes, tiny_run, tmp_path):
+    source = add_layer(scenes / "rgbn_haiti_5m.tif")
+    dialog.layer_combo.setLayer(source)
+    dialog.model_edit.setText(str(tiny_run))
+    assert dialog.bands_edit.text() == "4,3,2,8"  # pre-filled from the model
+    assert dialog.threshold_spin.value() == pytest.approx(dialog.meta.threshold, abs=1e-3)
+    dialog.bands_edit.setText("1,2,3,4")  # Haiti: R,G,B,NIR
+    dialog.tile_spin.setValue(128)
+    dialog.overlap_spin.setValue(32)
+    dialog.out_edit.setText(str(tmp_path / "haiti"))
+    dialog.polygons_check.setChecked(True)
+    assert dialog.start(), visible_errors(dialog)
+    wait_for_dialog(dialog)
+    assert dialog.outcome is not None, dialog.status.text()
+    names = {layer.name(): layer for layer in dialog.added}
+    prob = names["rgbn_haiti_5m probability"]
+    mask = names["rgbn_haiti_5m mask"]
+    panels = names["rgbn_haiti_5m panels"]
+    for layer in (prob, mask):
+        assert layer.crs().authid() == "EPSG:32618" == source.crs().authid()
+        assert layer.extent() == source.extent()
+        assert (layer.width(), layer.height()) == (515, 403) == (source.width(), source.height())
+    assert panels.crs().authid() == "EPSG:32618"
+    assert "area_m2" in panels.fields().names()
+    with rasterio.open(mask.source()) as src:
+        values = set(np.unique(src.read(1)).tolist())
+    assert values <= {0, 1, 255}
+    # the outputs sit in a group right above the source layer
+    root = QgsProject.instance().layerTreeRoot()
+    order = [c.name() for c in root.children()]
+    assert order.index("SolarSeg: rgbn_haiti_5m") == order.index("rgbn_haiti_5m") - 1
+    group = root.findGroup("SolarSeg: rgbn_haiti_5m")
+    assert [c.name() for c in group.children()][-2:] == [mask.name(), prob.name()]
+    assert mask.renderer().type() == "paletted"
+    assert prob.renderer().type() == "singlebandpseudocolor"
+
+    # the model and its band mapping for a 4-band raster are remembered (QgsSettings)
+    from solar_seg_plugin.dialogs.segment_dialog import SegmentDialog
+
+    again = SegmentDialog(None)
+    again.layer_combo.setLayer(source)
+    assert again.model_edit.text() == str(tiny_run)
+    assert again.bands_edit.text() == "1,2,3,4"
+    again.deleteLater()
+
+
+def test_landsat_three_bands_shows_band_error(dialog, scenes, tiny_run, tmp_path):
+    source = add_layer(scenes / "landsat8_b2b3b4_foz_30m.tif")
+    dialog.layer_combo.setLayer(source)
+    dialog.model_edit.setText(str(tiny_run))
+    dialog.out_edit.setText(str(tmp_path / "landsat"))
+    assert not dialog.start()
+    errors = visible_errors(dialog)
+    assert "bands" in errors
+    assert "3 band(s)" in errors["bands"] and "8" in errors["bands"]
+    dialog.bands_edit.setText("3,2,1")
+    assert not dialog.start()
+    assert "4 input band(s)" in visible_errors(dialog)["bands"]
+    assert dialog.task is None and not (tmp_path / "landsat" / "probability.tif").exists()
+
+
+def test_engine_band_error_is_reported_not_raised(qgis_iface, scenes, tiny_run, tmp_path):
+    """Bypassing the dialog's check, the engine's RasterError comes back as a message."""
+    from solar_seg_plugin.core.segment import SegmentOptions
+    from solar_seg_plugin.tasks import SegmentTask
+
+    raster = scenes / "landsat8_b2b3b4_foz_30m.tif"
+    task = SegmentTask(tiny_run, raster, tmp_path / "out", SegmentOptions(device="cpu"))
+    assert not run_task(task)
+    assert "3 band(s)" in task.error_message()
+    assert not list((tmp_path / "out").glob("*.tif")) if (tmp_path / "out").exists() else True
+
+
+def test_ground_truth_error_overlay_and_iou(dialog, solafune, tiny_run, tmp_path):
+    from solar_seg_plugin.analysis.errors import FN, FP, TP
+    from solar_seg_plugin.core.metrics import confusion
+
+    image = solafune / "s2_image" / "train_s2_image_5.tif"
+    truth = solafune / "mask" / "train_mask_5.tif"
+    dialog.file_edit.setText(str(image))
+    dialog.model_edit.setText(str(tiny_run))
+    dialog.tile_spin.setValue(32)
+    dialog.overlap_spin.setValue(8)
+    dialog.truth_file.setText(str(truth))
+    dialog.polygons_check.setChecked(False)
+    dialog.out_edit.setText(str(tmp_path / "tile"))
+    assert dialog.start(), visible_errors(dialog)
+    wait_for_dialog(dialog)
+    outcome = dialog.outcome
+    assert outcome is not None, dialog.status.text()
+    with rasterio.open(outcome.result.probability_path) as src:
+        prob = src.read(1)
+    with rasterio.open(truth) as src:
+        gt = src.read(1)
+    valid = np.isfinite(prob)
+    counts = confusion(np.nan_to_num(prob), gt, valid, outcome.result.threshold)
+    assert (outcome.counts.tp, outcome.counts.fp, outcome.counts.fn) == (
+        counts.tp, counts.fp, counts.fn
+    )  # fmt: skip
+    with rasterio.open(outcome.error_path) as src:
+        codes = src.read(1)
+    assert int((codes == TP).sum()) == counts.tp
+    assert int((codes == FP).sum()) == counts.fp
+    assert int((codes == FN).sum()) == counts.fn
+    assert f"IoU {counts.metrics()['iou']:.4f}" in dialog.status.text()
+    names = [layer.name() for layer in dialog.added]
+    assert any(n.endswith("errors (FP yellow, FN green)") for n in names)
+
+
+def test_cancel_leaves_no_outputs_and_qgis_usable(qgis_iface, scenes, tiny_run, tmp_path):
+    from solar_seg_plugin.core.segment import SegmentOptions
+    from solar_seg_plugin.tasks import SegmentTask
+
+    out = tmp_path / "cancelled"
+    options = SegmentOptions(tile_size=64, overlap=16, batch_size=1, bands=[1, 2, 3, 4],
+                             device="cpu", polygons=True)  # fmt: skip
+    task = SegmentTask(tiny_run, scenes / "rgbn_haiti_5m.tif", out, options)
+    task.info.connect(lambda _info: task.cancel())
+    assert not run_task(task)
+    assert task.cancelled and task.error is None
+    assert not out.exists() or not any(out.iterdir())
+    # QGIS is still usable: a new layer loads and the task manager runs the next task
+    layer = add_layer(scenes / "rgbn_haiti_5m.tif")
+    assert layer.isValid()
+    again = SegmentTask(tiny_run, scenes / "rgbn_haiti_5m.tif", out,
+                        SegmentOptions(tile_size=128, overlap=32, bands=[1, 2, 3, 4], device="cpu"))  # fmt: skip
+    assert run_task(again), again.error_message()
+    assert (out / "probability.tif").exists()
+    process_events(0.1)
