@@ -321,7 +321,7 @@ def train(
                 )
             row = {"epoch": epoch + 1, "lr": sched.lr, "train_loss": running / max(seen, 1),
                    "train_iou": train_counts.metrics()["iou"]}  # fmt: skip
-            for split in ("val", "test"):
+            for split in ("val", "test") if cfg.train.eval_test_each_epoch else ("val",):
                 if split in datasets:
                     loss_v, counts = _evaluate_epoch(
                         model, datasets[split], loss_fn, device, cfg, cancel
