@@ -148,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         # Untagged tiles would warn once per file; the data README documents it.
+        from rasterio.errors import NotGeoreferencedWarning
+
         from .data.tiles import NoCRSWarning
 
         warnings.simplefilter("ignore", NoCRSWarning)
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
             return int(args.func(args) or 0)
         except USER_ERRORS as exc:

@@ -146,6 +146,17 @@ def _write_scan_csv(path: Path, scans: dict[str, ThresholdScan]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _figure(width: float, height: float):
+    """A matplotlib Figure on the Agg canvas, without pyplot or ``matplotlib.use``:
+    safe in a QGIS background thread and leaves the host's backend alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
 def _save_figure(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -153,22 +164,13 @@ def _save_figure(fig, path: Path) -> None:
 
 def make_plots(run_dir: Path, scans: dict, results: dict, threshold: float) -> None:
     """Loss/IoU curves, probability distributions with the threshold, confusion matrix."""
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    with warnings.catch_warnings():
-        # Debian's matplotlib beside the venv's: only the unused 3D toolkit complains.
-        warnings.simplefilter("ignore", UserWarning)
-        import matplotlib.pyplot as plt
     import numpy as np
 
     plots = run_dir / "plots"
     history = read_history(run_dir / "history.csv")
     epochs = [h["epoch"] for h in history]
     for metric, label in (("loss", "loss"), ("iou", "IoU at 0.5")):
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = _figure(6, 4)
         for s in SPLITS:
             key = f"{s}_{metric}"
             if history and key in history[0]:
@@ -179,12 +181,11 @@ def make_plots(run_dir: Path, scans: dict, results: dict, threshold: float) -> N
         ax.grid(alpha=0.3)
         ax.legend()
         _save_figure(fig, plots / f"{metric}.png")
-        plt.close(fig)
 
     split = "test" if "test" in scans else "val"
     scan = scans[split]
     centers = (scan.hist_edges[:-1] + scan.hist_edges[1:]) / 2
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(6, 4)
     for hist, label, color in ((scan.hist_neg, "negative pixels", "tab:blue"),
                                (scan.hist_pos, "positive pixels", "tab:orange")):  # fmt: skip
         total = max(int(hist.sum()), 1)
@@ -196,11 +197,10 @@ def make_plots(run_dir: Path, scans: dict, results: dict, threshold: float) -> N
     ax.set_title(f"predicted probabilities ({split})")
     ax.legend()
     _save_figure(fig, plots / "probability_hist.png")
-    plt.close(fig)
 
     c = results[split].counts
     cm = np.array([[c.tn, c.fp], [c.fn, c.tp]])
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig, ax = _figure(4.5, 4)
     share = cm / max(cm.sum(), 1)
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), v in np.ndenumerate(cm):
@@ -210,7 +210,6 @@ def make_plots(run_dir: Path, scans: dict, results: dict, threshold: float) -> N
     ax.set_yticks([0, 1], ["true 0", "true 1"])
     ax.set_title(f"confusion matrix ({split}, t={threshold:.2f})")
     _save_figure(fig, plots / "confusion_matrix.png")
-    plt.close(fig)
 
 
 def load_metrics(run_dir: str | Path) -> dict:

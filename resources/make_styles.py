@@ -3,7 +3,7 @@
     QT_QPA_PLATFORM=offscreen .venv/bin/python resources/make_styles.py
 
 Styles: mask.qml (1 = panel), ground_truth.qml, prediction.qml, error.qml (TN transparent,
-TP white, FP yellow, FN green), probability.qml (pseudocolour 0..1, transparent near 0),
+TP white, FP yellow, FN green), probability.qml (pseudocolour 0..1, transparent below 0.25),
 panels.qml (polygons). Not shipped in the plugin zip.
 """
 
@@ -73,16 +73,14 @@ def probability(folder: Path) -> None:
     layer = raster(folder, gdal.GDT_Float32)
     ramp = QgsColorRampShader(0.0, 1.0)
     ramp.setColorRampType(QgsColorRampShader.Interpolated)
-    stops = [
+    stops = [  # plasma; transparent below 0.25 so the scene stays visible
         (0.0, QColor(13, 8, 135, 0)),
-        (0.2, QColor(84, 2, 163, 70)),
-        (0.5, QColor(204, 71, 120, 180)),
-        (0.8, QColor(248, 149, 64, 235)),
+        (0.25, QColor(84, 2, 163, 0)),
+        (0.5, QColor(204, 71, 120, 170)),
+        (0.75, QColor(248, 149, 64, 230)),
         (1.0, QColor(240, 249, 33, 255)),
     ]
-    ramp.setColorRampItemList(
-        [QgsColorRampShader.ColorRampItem(v, c, f"{v:g}") for v, c in stops]
-    )
+    ramp.setColorRampItemList([QgsColorRampShader.ColorRampItem(v, c, f"{v:g}") for v, c in stops])
     shader = QgsRasterShader(0.0, 1.0)
     shader.setRasterShaderFunction(ramp)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)

@@ -1,12 +1,12 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis minScale="1e+08" hasScaleBasedVisibilityFlag="0" styleCategories="AllStyleCategories" maxScale="0" version="3.22.16-Białowieża">
+<qgis minScale="1e+08" styleCategories="AllStyleCategories" maxScale="0" hasScaleBasedVisibilityFlag="0" version="3.22.16-Białowieża">
   <flags>
     <Identifiable>1</Identifiable>
     <Removable>1</Removable>
     <Searchable>1</Searchable>
     <Private>0</Private>
   </flags>
-  <temporal fetchMode="0" enabled="0" mode="0">
+  <temporal enabled="0" mode="0" fetchMode="0">
     <fixedRange>
       <start></start>
       <end></end>
@@ -14,21 +14,21 @@
   </temporal>
   <customproperties>
     <Option type="Map">
-      <Option name="identify/format" value="Value" type="QString"/>
+      <Option name="identify/format" type="QString" value="Value"/>
     </Option>
   </customproperties>
   <pipe-data-defined-properties>
     <Option type="Map">
-      <Option name="name" value="" type="QString"/>
+      <Option name="name" type="QString" value=""/>
       <Option name="properties"/>
-      <Option name="type" value="collection" type="QString"/>
+      <Option name="type" type="QString" value="collection"/>
     </Option>
   </pipe-data-defined-properties>
   <pipe>
     <provider>
-      <resampling zoomedInResamplingMethod="nearestNeighbour" maxOversampling="2" enabled="false" zoomedOutResamplingMethod="nearestNeighbour"/>
+      <resampling zoomedInResamplingMethod="nearestNeighbour" enabled="false" maxOversampling="2" zoomedOutResamplingMethod="nearestNeighbour"/>
     </provider>
-    <rasterrenderer band="1" classificationMax="1" alphaBand="-1" nodataColor="" type="singlebandpseudocolor" classificationMin="0" opacity="1">
+    <rasterrenderer nodataColor="" classificationMin="0" type="singlebandpseudocolor" alphaBand="-1" classificationMax="1" opacity="1" band="1">
       <minMaxOrigin>
         <limits>None</limits>
         <extent>WholeRaster</extent>
@@ -38,30 +38,30 @@
         <stdDevFactor>2</stdDevFactor>
       </minMaxOrigin>
       <rastershader>
-        <colorrampshader colorRampType="INTERPOLATED" maximumValue="1" classificationMode="1" minimumValue="0" clip="0" labelPrecision="6">
-          <item alpha="0" label="0" value="0" color="#0d0887"/>
-          <item alpha="70" label="0.2" value="0.2" color="#5402a3"/>
-          <item alpha="180" label="0.5" value="0.5" color="#cc4778"/>
-          <item alpha="235" label="0.8" value="0.8" color="#f89540"/>
-          <item alpha="255" label="1" value="1" color="#f0f921"/>
-          <rampLegendSettings direction="0" suffix="" minimumLabel="" orientation="2" prefix="" useContinuousLegend="1" maximumLabel="">
+        <colorrampshader labelPrecision="6" maximumValue="1" classificationMode="1" minimumValue="0" clip="0" colorRampType="INTERPOLATED">
+          <item alpha="0" label="0" color="#0d0887" value="0"/>
+          <item alpha="0" label="0.25" color="#5402a3" value="0.25"/>
+          <item alpha="170" label="0.5" color="#cc4778" value="0.5"/>
+          <item alpha="230" label="0.75" color="#f89540" value="0.75"/>
+          <item alpha="255" label="1" color="#f0f921" value="1"/>
+          <rampLegendSettings prefix="" orientation="2" maximumLabel="" useContinuousLegend="1" minimumLabel="" direction="0" suffix="">
             <numericFormat id="basic">
               <Option type="Map">
-                <Option name="decimal_separator" value="" type="QChar"/>
-                <Option name="decimals" value="6" type="int"/>
-                <Option name="rounding_type" value="0" type="int"/>
-                <Option name="show_plus" value="false" type="bool"/>
-                <Option name="show_thousand_separator" value="true" type="bool"/>
-                <Option name="show_trailing_zeros" value="false" type="bool"/>
-                <Option name="thousand_separator" value="" type="QChar"/>
+                <Option name="decimal_separator" type="QChar" value=""/>
+                <Option name="decimals" type="int" value="6"/>
+                <Option name="rounding_type" type="int" value="0"/>
+                <Option name="show_plus" type="bool" value="false"/>
+                <Option name="show_thousand_separator" type="bool" value="true"/>
+                <Option name="show_trailing_zeros" type="bool" value="false"/>
+                <Option name="thousand_separator" type="QChar" value=""/>
               </Option>
             </numericFormat>
           </rampLegendSettings>
         </colorrampshader>
       </rastershader>
     </rasterrenderer>
-    <brightnesscontrast contrast="0" gamma="1" brightness="0"/>
-    <huesaturation colorizeBlue="128" colorizeStrength="100" colorizeOn="0" colorizeRed="255" grayscaleMode="0" invertColors="0" colorizeGreen="128" saturation="0"/>
+    <brightnesscontrast contrast="0" brightness="0" gamma="1"/>
+    <huesaturation colorizeOn="0" colorizeStrength="100" colorizeGreen="128" invertColors="0" saturation="0" grayscaleMode="0" colorizeRed="255" colorizeBlue="128"/>
     <rasterresampler maxOversampling="2"/>
     <resamplingStage>resamplingFilter</resamplingStage>
   </pipe>

@@ -17,21 +17,29 @@ if "$REPO/.venv/bin/python" -c "import importlib.util,sys; sys.exit(importlib.ut
   exit 1
 fi
 cat > "$WORK/driver.py" <<'PY'
-"""Drives the SolarSeg dialogs inside a real QGIS and saves screenshots."""
+"""Drives the SolarSeg dialogs inside a real QGIS and saves screenshots.
+
+A list of plain step functions run from a QTimer (no generators: frames of suspended
+generators driven from Qt timers crashed Debian's Python 3.11.2 here). A step returns
+nothing, a number of seconds to wait, or a condition to wait for.
+"""
+import faulthandler
 import os
-import sys
 import time
 import traceback
 from pathlib import Path
 
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface, plugins
 
 OUT = Path(os.environ["SOLARSEG_SHOTS"])
 WORK = Path(os.environ["SOLARSEG_WORK"])
 DATA = Path(os.environ["SOLARSEG_DATA"])
+REUSE = os.environ.get("SOLARSEG_RUN")
 LOG = open(WORK / "driver.log", "a")
+faulthandler.enable(file=LOG, all_threads=True)
+S = {}  # shared state between steps
 
 
 def log(*args):
@@ -39,130 +47,225 @@ def log(*args):
 
 
 def grab(widget, name):
-    widget.repaint()
-    QgsApplication.processEvents()
-    path = OUT / name
-    ok = widget.grab().save(str(path))
-    log("saved", path, ok)
+    ok = widget.grab().save(str(OUT / name))
+    log("saved", OUT / name, ok)
 
 
-def steps():
-    plugin = plugins["solar_seg_plugin"]
-    win = iface.mainWindow()
+def window():
+    S["plugin"] = plugins["solar_seg_plugin"]
+    S["win"] = win = iface.mainWindow()
+    win.move(0, 0)
+    win.resize(1280, 900)
     win.showMaximized()
-    yield 1.0
+    return 1.0
 
-    # --- Train -----------------------------------------------------------------------
-    train = plugin.open_train()
+
+def train_setup():
+    train = S["train"] = S["plugin"].open_train()
+    if REUSE:
+        return None
     f = train.form.fields
     for key, value in {
         "name": "solafune-demo", "out_dir": str(WORK / "runs"),
-        "data.path": str(DATA / "solafune-s2-pv"), "data.limit": "500", "data.bands": "4,3,2,8",
-        "data.upscale": 1, "model.arch": "Unet", "model.encoder": "resnet18",
-        "train.epochs": 6, "train.batch_size": 16, "optim.lr": "0.002",
-        "train.early_stop.patience": 6,
+        "data.path": str(DATA / "solafune-s2-pv"), "data.limit": os.environ["SOLARSEG_TILES"],
+        "data.bands": "4,3,2,8", "data.upscale": 1, "model.arch": "Unet",
+        "model.encoder": "resnet18", "train.epochs": int(os.environ["SOLARSEG_EPOCHS"]),
+        "train.batch_size": 16, "optim.lr": "0.002", "train.early_stop.patience": 6,
     }.items():
         f[key].set(value)
     train.form.setCurrentIndex(1)  # the Data tab: dataset form and class balance
     train.refresh_dataset()
-    yield lambda: train.summary_task is None
-    yield 0.5
-    assert train.start(), train.form.errors()
-    yield lambda: len(train.chart.rows) >= 3
-    grab(train, "train_running.png")
-    yield lambda: train.task is None
-    yield 0.5
+    return lambda: S["train"].summary_task is None
+
+
+def train_start():
+    if REUSE:
+        return None
+    assert S["train"].start(), S["train"].form.errors()
+    return lambda: len(S["train"].chart.rows) >= 3 or S["train"].task is None
+
+
+def train_running():
+    if not REUSE:
+        grab(S["train"], "train_running.png")
+        return lambda: S["train"].task is None
+    return None
+
+
+def train_summary():
+    train = S["train"]
+    if REUSE:
+        S["run_dir"] = Path(REUSE)
+        return None
     log("train result", train.result)
+    S["run_dir"] = Path(train.result.run_dir)
     train.form.setCurrentIndex(0)
     grab(train, "train_summary.png")
+    return 0.3
 
-    # --- Inspect Errors ----------------------------------------------------------------
-    train.inspect_button.click()  # opens Inspect Errors on the run and starts it
-    inspect = plugin.dialogs["inspect"]
-    yield 0.3
-    grab(inspect, "inspect_dialog.png")
-    yield lambda: inspect.task is None
-    train.hide()
-    inspect.hide()
-    analysis = plugin.analyses[-1]
-    rows = [r for r in analysis.rows if r["fp"] > 0 and r["fn"] > 0 and r["tp"] > 0]
-    rows = rows or [r for r in analysis.rows if r["fp"] + r["fn"] > 0] or analysis.rows
-    row = max(rows, key=lambda r: min(r["fp"], r["fn"]) * 10 + r["tp"])
+
+def inspect_start():
+    train = S["train"]
+    if train.result is not None:
+        train.inspect_button.click()  # opens Inspect Errors on the run and starts it
+    else:
+        S["plugin"].open_inspect(str(S["run_dir"]), True)
+    S["inspect"] = S["plugin"].dialogs["inspect"]
+    return 0.3
+
+
+def inspect_shot():
+    grab(S["inspect"], "inspect_dialog.png")
+    return lambda: S["inspect"].task is None
+
+
+def analysis_select():
+    S["train"].hide()
+    S["inspect"].hide()
+    analysis = S["analysis"] = S["plugin"].analyses[-1]
+    # a tile near the top of the table (worst first) with TP, FP and FN pixels
+    rows = sorted(analysis.rows, key=lambda r: r["iou"])
+    good = [r for r in rows if min(r["fp"], r["fn"]) >= 4 and r["tp"] >= 10]
+    row = (good or [r for r in rows if r["fp"] + r["fn"] > 0] or rows)[0]
     log("tile", row)
-    analysis.dock.select_tile(str(row["tile_id"]))
-    yield 2.0
-    grab(win, "error_analysis.png")
-    analysis.dock.spin.setValue(min(0.95, analysis.threshold + 0.2))
-    yield 2.0
-    grab(win, "error_analysis_threshold.png")
-    analysis.close()
+    S["tile"] = str(row["tile_id"])
+    return 1.5  # let QGIS finish its own "zoom to the first layers" first
 
-    # --- Segment Layer -----------------------------------------------------------------
+
+def analysis_zoom():
+    S["analysis"].dock.select_tile(S["tile"])
+    return 2.0
+
+
+def analysis_shot():
+    grab(S["win"], "error_analysis.png")
+    analysis = S["analysis"]
+    analysis.dock.spin.setValue(min(0.95, analysis.threshold + 0.2))
+    return 2.0
+
+
+def analysis_threshold_shot():
+    grab(S["win"], "error_analysis_threshold.png")
+    S["analysis"].close()
     iface.newProject(False)
-    yield 0.5
-    scene = QgsRasterLayer(str(DATA / "scenes" / "rgbn_haiti_5m.tif"), "rgbn_haiti_5m")
+    return 0.5
+
+
+def segment_setup():
+    scene = S["scene"] = QgsRasterLayer(str(DATA / "scenes" / "rgbn_haiti_5m.tif"), "rgbn_haiti_5m")
     QgsProject.instance().addMapLayer(scene)
     iface.setActiveLayer(scene)
     iface.zoomToActiveLayer()
-    seg = plugin.open_segment()
+    seg = S["segment"] = S["plugin"].open_segment()
     seg.layer_combo.setLayer(scene)
-    seg.model_edit.setText(str(train.result.run_dir))
+    seg.model_edit.setText(str(S["run_dir"]))
     seg.bands_edit.setText("1,2,3,4")
     seg.out_edit.setText(str(WORK / "segment"))
     seg.polygons_check.setChecked(True)
-    yield 0.5
+    return 0.5
+
+
+def segment_start():
+    seg = S["segment"]
     grab(seg, "segment_dialog.png")
     assert seg.start(), {k: v.text() for k, v in seg.errors.items() if v.text()}
-    yield lambda: seg.task is None
+    return lambda: S["segment"].task is None
+
+
+def segment_done():
+    seg = S["segment"]
     log("segment", seg.status.text())
-    yield 0.5
     grab(seg, "segment_done.png")
     seg.hide()
-    iface.setActiveLayer(scene)
+    iface.setActiveLayer(S["scene"])
     iface.zoomToActiveLayer()
-    yield 2.0
-    grab(win, "segment_result.png")
+    return 2.0
 
-    # --- the dependency dialog (as shown when onnxruntime is missing) ------------------
-    deps = plugin.show_dependencies({"onnxruntime": "ModuleNotFoundError: No module named 'onnxruntime'"})
-    yield 0.5
-    grab(deps, "dependencies.png")
-    deps.close()
+
+def segment_result():
+    grab(S["win"], "segment_result.png")
+    # Sentinel-2 surface reflectance like the training tiles: B02,B03,B04,B08 -> R,G,B,NIR
+    scene = S["scene2"] = QgsRasterLayer(
+        str(DATA / "scenes" / "sentinel2_b2b3b4b8_300px.tif"), "sentinel2_300px"
+    )
+    QgsProject.instance().addMapLayer(scene)
+    seg = S["segment"]
+    seg.layer_combo.setLayer(scene)
+    seg.bands_edit.setText("3,2,1,4")
+    seg.out_edit.setText(str(WORK / "segment_s2"))
+    assert seg.start(), {k: v.text() for k, v in seg.errors.items() if v.text()}
+    return lambda: S["segment"].task is None
+
+
+def segment_s2_result():
+    log("segment s2", S["segment"].status.text())
+    root = QgsProject.instance().layerTreeRoot()
+    group = root.findGroup("SolarSeg: rgbn_haiti_5m")
+    if group is not None:
+        group.setItemVisibilityChecked(False)
+    haiti = root.findLayer(S["scene"].id())
+    if haiti is not None:
+        haiti.setItemVisibilityChecked(False)
+    iface.setActiveLayer(S["scene2"])
+    iface.zoomToActiveLayer()
+    return 2.0
+
+
+def segment_s2_shot():
+    grab(S["win"], "segment_result_s2.png")
+    missing = {"onnxruntime": "ModuleNotFoundError: No module named 'onnxruntime'"}
+    S["deps"] = S["plugin"].show_dependencies(missing)  # how it looks when a package is missing
+    return 0.5
+
+
+def deps_shot():
+    grab(S["deps"], "dependencies.png")
+    S["deps"].close()
     (WORK / "done").write_text("ok")
 
 
-def run():
-    gen = steps()
-    state = {"wait": None, "until": 0.0}
+STEPS = [window, train_setup, train_start, train_running, train_summary, inspect_start,
+         inspect_shot, analysis_select, analysis_zoom, analysis_shot, analysis_threshold_shot,
+         segment_setup, segment_start, segment_done, segment_result, segment_s2_result,
+         segment_s2_shot, deps_shot]
+S["step"], S["wait"], S["until"], S["busy"] = 0, None, 0.0, False
 
-    def tick():
-        try:
-            w = state["wait"]
-            if callable(w) and not w():
-                return
-            if isinstance(w, float) and time.monotonic() < state["until"]:
-                return
-            nxt = next(gen)
-            state["wait"] = nxt
-            if isinstance(nxt, float):
-                state["until"] = time.monotonic() + nxt
-        except StopIteration:
-            timer.stop()
+
+def tick():
+    if S["busy"]:
+        return
+    S["busy"] = True
+    try:
+        wait = S["wait"]
+        if wait is not None and not wait():
+            return
+        if time.monotonic() < S["until"]:
+            return
+        if S["step"] >= len(STEPS):
+            TIMER.stop()
             QgsApplication.exit(0)
-        except Exception:
-            log(traceback.format_exc())
-            timer.stop()
-            QgsApplication.exit(3)
+            return
+        step = STEPS[S["step"]]
+        S["step"] += 1
+        log("step", step.__name__)
+        result = step()
+        S["wait"] = result if callable(result) else None
+        S["until"] = time.monotonic() + (result if isinstance(result, int | float) else 0.0)
+    except Exception:
+        log(traceback.format_exc())
+        TIMER.stop()
+        QgsApplication.exit(3)
+    finally:
+        S["busy"] = False
 
-    timer = QTimer(iface.mainWindow())
-    timer.timeout.connect(tick)
-    timer.start(100)
-    iface.mainWindow().setProperty("solarsegDriver", timer)
 
-
-QTimer.singleShot(2000, run)
+TIMER = QTimer()
+TIMER.timeout.connect(tick)
+QTimer.singleShot(2000, lambda: TIMER.start(200))
 PY
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+# SOLARSEG_RUN=<run folder> skips training and reuses that run.
+export SOLARSEG_TILES="${SOLARSEG_TILES:-500}" SOLARSEG_EPOCHS="${SOLARSEG_EPOCHS:-6}"
 export SOLARSEG_SHOTS="$OUT" SOLARSEG_WORK="$WORK" SOLARSEG_DATA="$(realpath "$REPO/../shared/data")"
 unset QT_QPA_PLATFORM
 CMD=(qgis --nologo --noversioncheck --profiles-path "$WORK/profiles" --code "$WORK/driver.py")
@@ -177,8 +280,10 @@ status=$?
 set -e
 cat "$WORK/driver.log" 2>/dev/null || true
 if [ ! -f "$WORK/done" ]; then
-  echo "screenshots: QGIS exited with $status before finishing; its log:" >&2
-  tail -n 40 "$WORK/qgis.log" >&2
+  cp "$WORK/qgis.log" /tmp/solarseg-screenshots-qgis.log
+  echo "screenshots: QGIS exited with $status before finishing; log kept in" \
+       "/tmp/solarseg-screenshots-qgis.log" >&2
+  grep -m1 -B2 -A25 "Traceback\|Thread 1\|#0 " "$WORK/qgis.log" >&2 || tail -n 40 "$WORK/qgis.log" >&2
   exit 1
 fi
 ls -1 "$OUT"/*.png

@@ -79,10 +79,12 @@ def import_problems(modules: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def python_executable() -> str:
-    """The Python interpreter QGIS embeds (``sys.executable`` is QGIS itself)."""
-    exe = Path(sys.executable)
-    if exe.name.lower().startswith("python"):
-        return str(exe)
+    """The Python interpreter QGIS embeds.
+
+    Inside QGIS ``sys.executable`` is QGIS itself or whatever ``python3`` comes first on
+    PATH (e.g. a pyenv shim), so the interpreter is looked up in ``sys.exec_prefix``:
+    ``bin/pythonX.Y`` on Linux/macOS, ``python.exe`` on Windows (OSGeo4W).
+    """
     major, minor = sys.version_info[:2]
     prefix = Path(sys.exec_prefix)
     candidates = (
@@ -90,6 +92,9 @@ def python_executable() -> str:
         if os.name == "nt"
         else [prefix / "bin" / f"python{major}.{minor}", prefix / "bin" / "python3"]
     )
+    exe = Path(sys.executable)
+    if exe.name.lower().startswith("python") and prefix in exe.absolute().parents:
+        candidates.insert(0, exe)
     for c in candidates:
         if c.exists():
             return str(c)

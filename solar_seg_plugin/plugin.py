@@ -68,9 +68,9 @@ class SolarSegPlugin:
         self.initProcessing()
         self.toolbar = self.iface.addToolBar(PLUGIN_NAME)
         self.toolbar.setObjectName("SolarSegToolbar")
-        self._add_action("solarsegTrain", tr("Train…"), self.open_train, "icon.svg")
-        self._add_action("solarsegSegment", tr("Segment Layer…"), self.open_segment, "icon.svg")
-        self._add_action("solarsegInspect", tr("Inspect Errors…"), self.open_inspect, "icon.svg")
+        self._add_action("solarsegTrain", tr("Train…"), self.open_train, "train.svg")
+        self._add_action("solarsegSegment", tr("Segment Layer…"), self.open_segment, "segment.svg")
+        self._add_action("solarsegInspect", tr("Inspect Errors…"), self.open_inspect, "inspect.svg")
         self.check_dependencies()
 
     def unload(self) -> None:

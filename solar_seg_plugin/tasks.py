@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +88,19 @@ class EngineTask(QgsTask):
         if self.error is None:
             return ""
         return str(self.error) or type(self.error).__name__
+
+
+def detach(task: EngineTask) -> None:
+    """Cancel a task and disconnect its signals (its owner is going away)."""
+    for signal in (task.info, task.done):
+        try:
+            signal.disconnect()
+        except (TypeError, RuntimeError):  # nothing connected, or already deleted
+            pass
+    try:
+        task.cancel()
+    except RuntimeError:  # the task manager already deleted it
+        pass
 
 
 def start(task: EngineTask) -> EngineTask:
@@ -231,9 +243,12 @@ class DatasetSummaryTask(EngineTask):
             index.pairs = index.pairs[: self.limit]
         predefined = index.has_predefined_split
         pairs = split_pairs(index, self.split_cfg)
+        # Only the class balance is shown; band 1 statistics over every split keep it cheap
+        # and never fail on a split without tiles.
         summary = summarize(
-            pairs, [1], stats_splits=("train",), progress=self.progress, cancel=self.cancel_check
-        )
+            pairs, [1], stats_splits=("train", "val", "test", None),
+            progress=self.progress, cancel=self.cancel_check,
+        )  # fmt: skip
         counts: dict[str, int] = {}
         for p in pairs:
             counts[p.split or "unsplit"] = counts.get(p.split or "unsplit", 0) + 1
@@ -244,8 +259,3 @@ class DatasetSummaryTask(EngineTask):
             predefined=predefined,
             balance={k: v.as_dict() for k, v in summary.balance.items()},
         )
-
-
-def run_when_done(task: EngineTask, callback: Callable[[EngineTask, bool], None]) -> None:
-    """Call ``callback(task, ok)`` in the main thread when the task ends."""
-    task.done.connect(lambda ok, t=task: callback(t, ok))

@@ -7,13 +7,11 @@ losses and metrics alike.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 
 NODATA_SENTINEL = -9999.0
 
@@ -39,10 +37,11 @@ def open_raster(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise RasterError(f"{path}: file not found")
+    # No warnings.catch_warnings() here: it is not thread-safe (QGIS tasks read from
+    # background threads) and it resets Python's show-once record. Callers filter
+    # rasterio's NotGeoreferencedWarning once (CLI, plugin, pytest configuration).
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
+        return rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
         raise RasterError(f"{path}: not a readable raster ({exc})") from None
 

@@ -96,6 +96,7 @@ class ErrorAnalysis(QObject):
             self.ensure_tile(str(row["tile_id"]))
         if iface is not None:
             iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.zoom_to([v.files.georef.extent() for v in self.views.values()], self.views)
         self.dock.show()
 
     # --- numbers -----------------------------------------------------------------------
@@ -192,16 +193,26 @@ class ErrorAnalysis(QObject):
         view.group.setItemVisibilityChecked(True)
         view.group.setExpanded(True)
         self.root.setItemVisibilityChecked(True)
-        if self.iface is None:
+        self.zoom_to([view.files.georef.extent()], {tile_id: view})
+
+    def zoom_to(self, extents: list[tuple[float, ...]], views: dict[str, TileView]) -> None:
+        """Zoom the map canvas to the union of tile extents (in the canvas CRS)."""
+        if self.iface is None or not extents:
             return
         canvas = self.iface.mapCanvas()
-        extent = QgsRectangle(*view.files.georef.extent())
         dest = canvas.mapSettings().destinationCrs()
-        if dest.isValid() and view.errors.crs().isValid() and dest != view.errors.crs():
-            transform = QgsCoordinateTransform(view.errors.crs(), dest, self.project)
-            extent = transform.transformBoundingBox(extent)
-        extent.scale(1.15)
-        canvas.setExtent(extent)
+        total = QgsRectangle()
+        for extent, view in zip(extents, views.values(), strict=True):
+            rect = QgsRectangle(*extent)
+            crs = view.errors.crs()
+            if dest.isValid() and crs.isValid() and dest != crs:
+                rect = QgsCoordinateTransform(crs, dest, self.project).transformBoundingBox(rect)
+            if total.isEmpty():
+                total = rect
+            else:
+                total.combineExtentWith(rect)
+        total.scale(1.15)
+        canvas.setExtent(total)
         canvas.refresh()
 
     def close(self) -> None:

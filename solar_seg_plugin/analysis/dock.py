@@ -27,8 +27,6 @@ COLUMNS = [
     ("tile_id", "Tile"),
     ("iou", "IoU"),
     ("f1", "F1"),
-    ("precision", "Precision"),
-    ("recall", "Recall"),
     ("tp", "TP"),
     ("fp", "FP"),
     ("fn", "FN"),
@@ -69,6 +67,7 @@ class ErrorDock(QDockWidget):
     def __init__(self, title: str, threshold: float, parent: QWidget | None = None) -> None:
         super().__init__(title, parent)
         self.setObjectName("SolarSegErrorDock")
+        self.setMinimumWidth(430)
         body = QWidget()
         lay = QVBoxLayout(body)
         self.totals = QLabel()

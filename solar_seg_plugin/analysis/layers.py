@@ -92,4 +92,5 @@ def add_group_above(
     for layer in layers:
         project.addMapLayer(layer, False)
         group.addLayer(layer)
+    group.setExpanded(True)
     return group

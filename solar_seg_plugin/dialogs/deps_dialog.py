@@ -45,15 +45,15 @@ class DependenciesDialog(QDialog):
         self.problem_label.setWordWrap(True)
         self.problem_label.setObjectName("problems")
         lay.addWidget(self.problem_label)
-        lay.addWidget(
-            QLabel(
-                tr(
-                    "Run this command in a terminal, or click Install to run it now. "
-                    "Packages go into a folder private to SolarSeg ({}), which is added "
-                    "to QGIS's Python path."
-                ).format(self.target)
-            )
+        explain = QLabel(
+            tr(
+                "Run this command in a terminal, or click Install to run it now. "
+                "Packages go into a folder private to SolarSeg ({}), which is added "
+                "to QGIS's Python path."
+            ).format(self.target)
         )
+        explain.setWordWrap(True)
+        lay.addWidget(explain)
         self.command_edit = QPlainTextEdit(deps.command_text(self.command))
         self.command_edit.setReadOnly(True)
         self.command_edit.setObjectName("command")

@@ -139,6 +139,7 @@ class InspectDialog(QDialog):
             return
         self.meta = meta
         self.threshold_spin.setValue(float(meta.threshold))
+        self.tta_check.setChecked(bool((meta.config or {}).get("train", {}).get("tta", False)))
         self.rgb_edit.setText(format_bands(default_rgb(meta.bands, meta.in_channels)))
         dataset = (meta.config or {}).get("data", {}).get("path", "?")
         self.model_info.setText(
@@ -287,11 +288,10 @@ class InspectDialog(QDialog):
             self.iface.messageBar().pushMessage(PLUGIN_NAME, message, Qgis.Critical)
 
     def shutdown(self) -> None:
+        """Cancel running work and stop listening to it (plugin unload)."""
         if self.task is not None:
-            try:
-                self.task.cancel()
-            except RuntimeError:
-                pass
+            tasks.detach(self.task)
+            self.task = None
 
 
 def default_rgb(bands: list[int] | None, in_channels: int) -> list[int]:

@@ -456,11 +456,10 @@ class SegmentDialog(QDialog):
         return layers
 
     def shutdown(self) -> None:
+        """Cancel running work and stop listening to it (plugin unload)."""
         if self.task is not None:
-            try:
-                self.task.cancel()
-            except RuntimeError:
-                pass
+            tasks.detach(self.task)
+            self.task = None
 
 
 def band_problems(bands: list[int], meta: Any, count: int | None) -> dict[str, str]:

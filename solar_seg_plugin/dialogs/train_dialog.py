@@ -426,13 +426,11 @@ class TrainDialog(QDialog):
             self.open_inspect(str(self.result.run_dir), True)
 
     def shutdown(self) -> None:
-        """Cancel running work (plugin unload)."""
+        """Cancel running work and stop listening to it (plugin unload)."""
         for task in (self.task, self.summary_task):
             if task is not None:
-                try:
-                    task.cancel()
-                except RuntimeError:  # already deleted by the task manager
-                    pass
+                tasks.detach(task)
+        self.task = self.summary_task = None
 
 
 class FieldError(ValueError):

@@ -109,12 +109,14 @@ class _Base(QgsProcessingAlgorithm):
         except engine_errors() as exc:
             raise QgsProcessingException(str(exc)) from None
 
-    @staticmethod
-    def _optional_number(params: dict, name: str) -> float | None:
+    def _optional_number(
+        self, params: dict, name: str, context: QgsProcessingContext
+    ) -> float | None:
+        """None when an optional number is not set, else its (evaluated) value."""
         value = params.get(name)
         if value is None or value == "":
             return None
-        return float(value)
+        return self.parameterAsDouble(params, name, context)
 
 
 class SegmentRasterAlgorithm(_Base):
@@ -217,10 +219,10 @@ class SegmentRasterAlgorithm(_Base):
         from ..core.segment import SegmentOptions, segment_raster
 
         options = SegmentOptions(
-            tile_size=_int_or_none(self._optional_number(parameters, self.TILE_SIZE)),
-            overlap=_int_or_none(self._optional_number(parameters, self.OVERLAP)),
+            tile_size=_int_or_none(self._optional_number(parameters, self.TILE_SIZE, context)),
+            overlap=_int_or_none(self._optional_number(parameters, self.OVERLAP, context)),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            threshold=self._optional_number(parameters, self.THRESHOLD),
+            threshold=self._optional_number(parameters, self.THRESHOLD, context),
             bands=bands,
             backend=backend,
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
@@ -333,7 +335,7 @@ class EvaluateModelAlgorithm(_Base):
         model = self.parameterAsFile(parameters, self.MODEL, context)
         dataset = self.parameterAsFile(parameters, self.DATASET, context) or None
         split = SPLITS[self.parameterAsEnum(parameters, self.SPLIT, context)]
-        threshold = self._optional_number(parameters, self.THRESHOLD)
+        threshold = self._optional_number(parameters, self.THRESHOLD, context)
         from ..core.evaluate import evaluate_predictions, predict_split
 
         meta, preds = self._run_engine(

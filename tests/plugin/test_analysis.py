@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import rasterio
 from qgis.core import QgsProject, QgsRasterLayer
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QCoreApplication, QEvent
 
 from .conftest import run_task
 
@@ -109,6 +111,9 @@ def test_error_layers_match_engine_counts(
     analysis.dock.select_tile(other)
     assert other in analysis.views
     assert analysis.views[other].group.isVisible()
+    dock = analysis.dock
     analysis.close()
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    assert sip.isdeleted(dock)  # the dock is gone, the layers stay in the project
     assert len(QgsProject.instance().mapLayers()) == 4 * 4
     assert Path(tmp_path).is_dir()

@@ -140,7 +140,13 @@ def test_missing_dependency_message_and_pip_command(qgis_plugin_env, tmp_path):
     assert f"--target {tmp_path / 'deps'}" in command
     assert "solarseg_no_such_module" in command
     assert "solarseg_no_such_module" in dlg.problem_label.text()
-    assert Path(deps.python_executable()).exists()
+    exe = deps.python_executable()
+    assert Path(exe).exists() and Path(sys.exec_prefix) in Path(exe).absolute().parents
+    same = subprocess.run(
+        [exe, "-c", "import sys; print(sys.version_info[:2], sys.exec_prefix)"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert same.stdout.strip() == f"{tuple(sys.version_info[:2])} {sys.exec_prefix}"
     # the private folder is appended (never prepended) to sys.path, once
     (tmp_path / "deps").mkdir()
     try:
@@ -173,3 +179,52 @@ def test_actions_open_dialogs_and_unload_closes_them(qgis_plugin_env):
     assert qgis.utils.unloadPlugin(PLUGIN)
     flush_deletes()
     assert all(sip.isdeleted(d) for d in dialogs)
+
+
+def make_wheel(folder: Path, name: str = "solarseg_demo_pkg", version: str = "0.1") -> Path:
+    """A minimal pure-Python wheel (installable offline, no build step)."""
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": "VALUE = 42\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in {**files, f"{dist}/RECORD": record}.items():
+            z.writestr(path, text)
+    return wheel
+
+
+def test_install_button_runs_pip_into_the_private_folder(qgis_app, tmp_path):
+    """The dialog's Install runs pip (QProcess) into the private folder, adds it to
+    sys.path and re-imports: here with a local wheel, since CI has no internet."""
+    from solar_seg_plugin import deps
+    from solar_seg_plugin.dialogs.deps_dialog import DependenciesDialog
+
+    from .conftest import wait_until
+
+    target = tmp_path / "solarseg_deps"
+    wheel = make_wheel(tmp_path)
+    dlg = DependenciesDialog({"solarseg_demo_pkg": "not installed"}, target=target)
+    dlg.command = [deps.python_executable(), "-m", "pip", "install", "--no-index", "--no-deps",
+                   "--target", str(target), str(wheel)]  # fmt: skip
+    try:
+        dlg.install_button.click()
+        wait_until(lambda: dlg.process is None, 120, "pip")
+        assert "exit code 0" in dlg.log.toPlainText(), dlg.log.toPlainText()
+        assert (target / "solarseg_demo_pkg" / "__init__.py").is_file()
+        assert str(target) == sys.path[-1]
+        assert dlg.problems == {}
+        import solarseg_demo_pkg
+
+        assert solarseg_demo_pkg.VALUE == 42
+    finally:
+        if str(target) in sys.path:
+            sys.path.remove(str(target))
+        sys.modules.pop("solarseg_demo_pkg", None)
+        dlg.deleteLater()
