@@ -23,11 +23,8 @@ from qgis.PyQt.QtWidgets import (
     QDialog,
     QDoubleSpinBox,
     QGridLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
-    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -36,7 +33,14 @@ from qgis.PyQt.QtWidgets import (
 from .. import tasks
 from ..analysis.layers import add_group_above, apply_style, load_raster, load_vector
 from ..common import PLUGIN_NAME, Settings, format_bands, parse_bands, tr
-from .widgets import ERROR_STYLE, PathEdit, add_field_row, error_label, show_error
+from .widgets import (
+    ERROR_STYLE,
+    PathEdit,
+    add_field_row,
+    add_task_footer,
+    error_label,
+    show_error,
+)
 
 BACKENDS = ["auto", "torch", "onnx"]
 DEVICES = ["auto", "cpu", "cuda"]
@@ -137,30 +141,7 @@ class SegmentDialog(QDialog):
         grid.setColumnStretch(1, 1)
         lay = QVBoxLayout(self)
         lay.addLayout(grid)
-        self.model_info = QLabel()
-        self.model_info.setObjectName("modelInfo")
-        self.model_info.setWordWrap(True)
-        lay.addWidget(self.model_info)
-        self.progress_bar = QProgressBar()
-        lay.addWidget(self.progress_bar)
-        self.status = QLabel()
-        self.status.setObjectName("status")
-        self.status.setWordWrap(True)
-        lay.addWidget(self.status)
-        buttons = QHBoxLayout()
-        self.start_button = QPushButton(tr("Segment"))
-        self.start_button.setDefault(True)
-        self.cancel_button = QPushButton(tr("Cancel"))
-        self.cancel_button.setEnabled(False)
-        close = QPushButton(tr("Close"))
-        buttons.addStretch(1)
-        for b in (self.start_button, self.cancel_button, close):
-            buttons.addWidget(b)
-        lay.addLayout(buttons)
-
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button.clicked.connect(self.cancel)
-        close.clicked.connect(self.close)
+        add_task_footer(self, lay, tr("Segment"))
         self.model_edit.changed.connect(self.model_changed)
         self.layer_combo.layerChanged.connect(lambda _l: self._source_changed())
         self.file_edit.changed.connect(lambda _t: self._source_changed())

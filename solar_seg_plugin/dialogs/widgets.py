@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
+    QDialog,
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -128,3 +131,33 @@ def format_eta(seconds: float | None) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def add_task_footer(dialog: QDialog, lay: QVBoxLayout, start_label: str) -> None:
+    """The footer of a dialog that runs one task: model info, progress bar, status line
+    and Start / Cancel / Close buttons, set as attributes ``model_info``,
+    ``progress_bar``, ``status``, ``start_button`` and ``cancel_button`` of ``dialog``,
+    which must have ``start``, ``cancel`` and ``close`` slots."""
+    dialog.model_info = QLabel()
+    dialog.model_info.setObjectName("modelInfo")
+    dialog.model_info.setWordWrap(True)
+    lay.addWidget(dialog.model_info)
+    dialog.progress_bar = QProgressBar()
+    lay.addWidget(dialog.progress_bar)
+    dialog.status = QLabel()
+    dialog.status.setObjectName("status")
+    dialog.status.setWordWrap(True)
+    lay.addWidget(dialog.status)
+    buttons = QHBoxLayout()
+    dialog.start_button = QPushButton(start_label)
+    dialog.start_button.setDefault(True)
+    dialog.cancel_button = QPushButton(tr("Cancel"))
+    dialog.cancel_button.setEnabled(False)
+    close = QPushButton(tr("Close"))
+    buttons.addStretch(1)
+    for b in (dialog.start_button, dialog.cancel_button, close):
+        buttons.addWidget(b)
+    lay.addLayout(buttons)
+    dialog.start_button.clicked.connect(dialog.start)
+    dialog.cancel_button.clicked.connect(dialog.cancel)
+    close.clicked.connect(dialog.close)
