@@ -12,11 +12,12 @@ What it does, all on rasters built in ``--work`` (never in the repository):
 2. Model: ``--model`` (run folder / model file), else a random-init Unet resnet34 (4
    bands, BatchNorm statistics set on the real scene) written to ``--work`` — the speed
    of a random and a trained network of one architecture is the same.
-3. For each backend, in this process: end-to-end ``segment_with_backend`` on the large
-   raster (reading, normalising, predicting, blending, writing probability.tif and
-   mask.tif; model already loaded), then the bare forward passes (``backend.predict``)
-   on the same windows and batches (reading untimed). Overhead = end-to-end / bare.
-   The ONNX file is exported once, beforehand.
+3. For each backend, in this process: the bare forward passes (``backend.predict``) on
+   the engine's windows and batches (reading untimed), the end-to-end
+   ``segment_with_backend`` on the same raster (reading, normalising, predicting,
+   blending, writing probability.tif and mask.tif; model already loaded), and the bare
+   passes again. Overhead = end-to-end / mean of the two bare passes. The ONNX file is
+   exported once, beforehand.
 4. Peak RSS per raster size and backend, each run in a fresh child process started by
    an intermediate process that reports ``getrusage(RUSAGE_CHILDREN).ru_maxrss``.
 5. Peer: geoai-py's sliding-window inference (``semantic_inference_on_geotiff``, used by
@@ -144,6 +145,44 @@ def bare_forward_seconds(backend, meta, raster: Path, batch_size: int) -> tuple[
     return total, n
 
 
+def micro(model: Path, onnx_path: Path, repeats: int = 7) -> dict:
+    """Tiles/s of the bare networks on one batch of 8 random 4 x 256 x 256 tiles (median
+    of ``repeats`` after a warm-up), as the environment notes measure them: PyTorch in
+    its default (NCHW) layout, PyTorch channels-last (what TorchBackend uses on CPU),
+    ONNX Runtime with its default session options (what OnnxBackend uses)."""
+    import onnxruntime as ort
+    import torch
+
+    from core.models import load_model
+
+    x = np.random.default_rng(0).standard_normal((BATCH, 4, TILE, TILE)).astype(np.float32)
+
+    def rate(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return BATCH / float(np.median(times))
+
+    net, _ = load_model(model, "cpu")
+    xt = torch.from_numpy(x)
+    out: dict = {"loadavg_1min_before": os.getloadavg()[0]}
+    with torch.inference_mode():
+        out["torch_nchw"] = rate(lambda: net(xt))
+        net = net.to(memory_format=torch.channels_last)
+        xc = xt.contiguous(memory_format=torch.channels_last)
+        out["torch_channels_last"] = rate(lambda: net(xc))
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    out["onnxruntime"] = rate(lambda: session.run(None, {"input": x}))
+    out["onnx_vs_torch_nchw"] = out["onnxruntime"] / out["torch_nchw"]
+    out["onnx_vs_torch_channels_last"] = out["onnxruntime"] / out["torch_channels_last"]
+    out["loadavg_1min_after"] = os.getloadavg()[0]
+    print(f"[bench] micro: {json.dumps(out)}", flush=True)
+    return out
+
+
 def throughput(model: Path, onnx_path: Path, raster: Path, work: Path) -> dict:
     from core.segment.backends import load_backend
     from core.segment.engine import SegmentOptions, segment_with_backend
@@ -158,11 +197,15 @@ def throughput(model: Path, onnx_path: Path, raster: Path, work: Path) -> dict:
         dest = work / f"out_{name}"
         shutil.rmtree(dest, ignore_errors=True)
         load0 = os.getloadavg()[0]
+        # bare, end to end, bare again: the mean of the two bare passes brackets the
+        # end-to-end run, so a drift in machine speed does not bias the overhead.
+        bare1, n = bare_forward_seconds(backend, meta, raster, BATCH)
         result = segment_with_backend(
             backend, meta, raster, dest,
             SegmentOptions(tile_size=TILE, overlap=OVERLAP, batch_size=BATCH, backend=name),
         )  # fmt: skip
-        bare, n = bare_forward_seconds(backend, meta, raster, BATCH)
+        bare2, _ = bare_forward_seconds(backend, meta, raster, BATCH)
+        bare = (bare1 + bare2) / 2
         assert n == result.windows
         out[name] = {
             "load_s": load_s,
@@ -171,6 +214,7 @@ def throughput(model: Path, onnx_path: Path, raster: Path, work: Path) -> dict:
             "area_km2": result.area_km2,
             "end_to_end_s": result.seconds,
             "bare_forward_s": bare,
+            "bare_forward_passes_s": [bare1, bare2],
             "overhead": result.seconds / bare,
             "windows_per_s": result.windows / result.seconds,
             "bare_windows_per_s": n / bare,
@@ -315,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peer-python", default="/tmp/geoai-venv/bin/python",
                    help="interpreter with geoai-py installed (a throwaway venv)")  # fmt: skip
     p.add_argument("--peer-sizes", default="2048,8192", help="raster sides for the peer")
-    p.add_argument("--skip", default="", help="comma list of: throughput,memory,peer")
+    p.add_argument("--skip", default="", help="comma list of: micro,throughput,memory,peer")
     p.add_argument("--doc", help="write the Markdown section here")
     # children
     p.add_argument("--child", choices=("segment", "geoai-semantic", "geoai-predict"))
@@ -351,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         results_path.write_text(json.dumps(results, indent=2))
+
+    if "micro" not in skip:
+        results["micro"] = micro(model, onnx_path)
+        save()
 
     if "throughput" not in skip:
         raster = build_mosaic(args.size, work / f"mosaic_{args.size}.tif")
@@ -435,6 +483,20 @@ def render(r: dict) -> str:
             f"ONNX Runtime vs PyTorch on the same windows (goal >= 1.7): "
             f"**{t['onnx_vs_torch_bare']:.2f}x** bare forward, "
             f"{t['onnx_vs_torch_end_to_end']:.2f}x end to end.",
+            "",
+        ]
+    mc = r.get("micro")
+    if mc:
+        lines += [
+            f"### Bare networks, one batch of {BATCH} tiles of 4 x {TILE} x {TILE} "
+            "(median tiles/s, as in the environment notes)",
+            "",
+            "| PyTorch NCHW | PyTorch channels-last (TorchBackend) | ONNX Runtime "
+            "| ORT / PyTorch NCHW | ORT / PyTorch channels-last |",
+            "|---|---|---|---|---|",
+            f"| {mc['torch_nchw']:.2f} | {mc['torch_channels_last']:.2f} | "
+            f"{mc['onnxruntime']:.2f} | {mc['onnx_vs_torch_nchw']:.2f} | "
+            f"{mc['onnx_vs_torch_channels_last']:.2f} |",
             "",
         ]
     mem = r.get("memory")

@@ -41,7 +41,7 @@ POLYGONS_FILENAME = "panels.gpkg"
 UINT8_NODATA = 255
 UINT8_PROBABILITY_SCALE = 254
 BLOCK_SIZE = 256
-DEFLATE_LEVEL = 6
+DEFLATE_LEVEL = 1  # 2-10x faster than the default 6; files a few % larger (measured)
 PROBABILITY_DTYPES = ("float32", "uint8")
 
 
