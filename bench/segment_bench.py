@@ -272,7 +272,13 @@ def child_segment(args: argparse.Namespace) -> None:
 
 def child_geoai(args: argparse.Namespace) -> None:
     """Runs under the peer's interpreter: geoai-py's inference with our network."""
+    # Import everything geoai needs before timing (geoai.utils pulls in leafmap, torchgeo,
+    # ...: many seconds that are not inference).
+    import geoai
+    import geoai.utils  # noqa: F401
     import torch
+    from geoai.inference import predict_geotiff
+    from geoai.train import semantic_inference_on_geotiff
 
     from core.models import load_model
 
@@ -282,7 +288,6 @@ def child_geoai(args: argparse.Namespace) -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     if args.child == "geoai-semantic":
-        from geoai.train import semantic_inference_on_geotiff
 
         class TwoClass(torch.nn.Module):
             """softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]: geoai's 2-class path."""
@@ -302,7 +307,6 @@ def child_geoai(args: argparse.Namespace) -> None:
             probability_path=str(Path(args.out) / "probability.tif"), quiet=True,
         )  # fmt: skip
     else:
-        from geoai.inference import predict_geotiff
 
         class Prob(torch.nn.Module):
             def __init__(self, inner):
@@ -318,8 +322,6 @@ def child_geoai(args: argparse.Namespace) -> None:
             blend_mode="cosine", device="cpu", verbose=False,
         )  # fmt: skip
     seconds = time.perf_counter() - t
-    import geoai
-
     print(json.dumps({"after_load_rss_mb": after_load, "seconds": seconds,
                       "geoai_version": geoai.__version__}))  # fmt: skip
 
@@ -524,17 +526,23 @@ def render(r: dict) -> str:
             lines.append(f"Not run: {peer['error']}")
         else:
             lines += [
-                "| function | raster | seconds | peak RSS MB | RSS after loading MB |",
+                "| run | raster | seconds | peak RSS MB | RSS after loading MB |",
                 "|---|---|---|---|---|",
             ]
+            rows = []
             for key, v in peer.items():
                 fn, size = key.rsplit("_", 1)
+                rows.append((int(size), f"geoai-py {fn.removeprefix('geoai-')}", v))
+                ours = (mem or {}).get(f"torch_{size}")
+                if ours and fn == "geoai-semantic":
+                    rows.append((int(size), "SolarSeg segment (torch)", ours))
+            for size, label, v in sorted(rows, key=lambda row: (row[0], row[1])):
                 if "error" in v:
-                    lines.append(f"| {fn} | {size} | failed: {v['error'][-200:]!r} | | |")
+                    lines.append(f"| {label} | {size} | failed: {v['error'][-200:]!r} | | |")
                     continue
                 lines.append(
-                    f"| {fn} | {size} x {size} | {v['seconds']:.1f} | {v['peak_rss_mb']:.0f} | "
-                    f"{v['after_load_rss_mb']:.0f} |"
+                    f"| {label} | {size} x {size} | {v['seconds']:.1f} | "
+                    f"{v['peak_rss_mb']:.0f} | {v['after_load_rss_mb']:.0f} |"
                 )
         lines.append("")
     return "\n".join(lines)
