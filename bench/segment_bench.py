@@ -509,10 +509,12 @@ def render(r: dict) -> str:
             "| backend | raster | peak RSS MB | RSS after loading the model MB | seconds |",
             "|---|---|---|---|---|",
         ]
-        for key, v in mem.items():
-            if key.endswith("_ratio"):
-                continue
-            name, size = key.split("_")
+        runs = sorted(
+            (int(k.split("_")[1]), k.split("_")[0], v)
+            for k, v in mem.items()
+            if not k.endswith("_ratio")
+        )
+        for size, name, v in runs:
             lines.append(
                 f"| {name} | {size} x {size} | {v['peak_rss_mb']:.0f} | "
                 f"{v.get('after_load_rss_mb', float('nan')):.0f} | {v.get('seconds', float('nan')):.1f} |"
