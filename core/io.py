@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,13 +14,14 @@ from pathlib import Path
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it to ``path`` on success.
 
-    On any exception the temporary file is removed and the target is untouched.
+    The temporary file is not created here: the writer creates it, so it gets the
+    usual permissions (umask) rather than ``mkstemp``'s private 0600. The name is
+    unique (pid + random), hidden, and ends in ``.part``. On any exception the
+    temporary file is removed and the target is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.part"
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -10,7 +10,6 @@ training config and the final metrics.
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,43 +18,17 @@ import torch
 from torch import nn
 
 from .io import atomic_write_bytes
-
-MODEL_FORMAT = "solarseg-model"
-MODEL_VERSION = 1
-MODEL_FILENAME = "model.pt"
-
-# Smallest input side per architecture (measured with smp 0.5): below it, deep output
-# strides collapse the features (the tuning notes saw DeepLabV3+ reduce a tile to 1x1;
-# PAN's pyramid pooling fails under 128). Datasets pad up to it; segmentation refuses.
-MIN_INPUT_SIDE = {"deeplabv3plus": 32, "deeplabv3": 32, "pspnet": 32, "pan": 128}
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, unreadable or not a SolarSeg model."""
-
-
-@dataclass
-class ModelMeta:
-    """What a model needs at inference time, saved beside the weights."""
-
-    arch: str
-    encoder: str
-    in_channels: int
-    # 1-based band numbers read from the raster, in model-input order.
-    bands: list[int]
-    mean: list[float]
-    std: list[float]
-    threshold: float = 0.5
-    upscale: int = 1
-    pad_multiple: int = 32
-    tile_size: int = 256
-    overlap: int = 64
-    model_params: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from .model_meta import (  # noqa: F401  (re-exported: the model file's public names)
+    MIN_INPUT_SIDE,
+    MODEL_FILENAME,
+    MODEL_FORMAT,
+    MODEL_VERSION,
+    ModelFileError,
+    ModelMeta,
+    check_input_side,
+    min_input_side,
+    resolve_model_path,
+)
 
 
 def build_model(
@@ -153,20 +126,6 @@ def _load_local_encoder(model: nn.Module, path: Path) -> None:
     enc.load_state_dict(own)
 
 
-def min_input_side(arch: str) -> int:
-    return MIN_INPUT_SIDE.get(arch.replace("_", "").replace("-", "").lower(), 1)
-
-
-def check_input_side(arch: str, height: int, width: int) -> None:
-    """Refuse an input too small for the architecture, naming the minimum size."""
-    need = min_input_side(arch)
-    if min(height, width) < need:
-        raise ValueError(
-            f"{arch} needs inputs of at least {need}x{need} pixels (after upscaling and "
-            f"padding), got {height}x{width}; use a larger tile or upscale factor"
-        )
-
-
 def save_model_file(path: str | Path, model: nn.Module, meta: ModelMeta) -> None:
     """Write weights + metadata atomically (never a truncated model file)."""
     payload = {
@@ -191,19 +150,6 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, float | int | str | bool) or obj is None:
         return obj
     return str(obj)
-
-
-def resolve_model_path(path: str | Path) -> Path:
-    """A run folder or a model file -> the model file."""
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / MODEL_FILENAME
-        if not candidate.exists():
-            raise ModelFileError(f"{path}: run folder has no {MODEL_FILENAME}")
-        return candidate
-    if not path.exists():
-        raise ModelFileError(f"{path}: model file not found")
-    return path
 
 
 def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor]]:

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from .io import atomic_path
-from .models import ModelMeta, load_model
+from .model_meta import ONNX_META_KEY, ModelMeta
+from .models import load_model
 
-ONNX_META_KEY = "solarseg"
 ONNX_FORMAT = "solarseg-onnx"
 ONNX_FORMAT_VERSION = 1
 CLASS_NAMES = {"0": "background", "1": "solar_panel"}

@@ -23,8 +23,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..models import ModelFileError, ModelMeta, load_model, resolve_device, resolve_model_path
-from ..onnx_export import ONNX_META_KEY, export_onnx
+# Torch-free imports only: segmenting with an .onnx file must not need torch.
+from ..model_meta import ONNX_META_KEY, ModelFileError, ModelMeta, resolve_model_path
 
 
 class Backend(Protocol):
@@ -156,6 +156,9 @@ def load_backend(
             raise ValueError(f"{path}: an ONNX file runs on the 'onnx' backend, not {backend!r}")
         onnx_backend = OnnxBackend(path, device=device, tta=tta)
         return onnx_backend, onnx_backend.meta
+    from ..models import load_model, resolve_device
+    from ..onnx_export import export_onnx
+
     path = resolve_model_path(path)
     if backend == "torch":
         dev = resolve_device(device)

@@ -86,10 +86,6 @@ def atomic_outputs(paths: Sequence[Path], overwrite: bool = False) -> Iterator[l
     check_outputs(paths, overwrite)
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_path(p)) for p in paths]
-        for tmp in tmps:
-            # atomic_path reserves the name with a mode-0600 placeholder; the writers
-            # create the file themselves, with the usual permissions (umask).
-            tmp.unlink()
         yield tmps
         check_outputs(paths, overwrite)  # something appeared meanwhile: keep it
 

@@ -1,5 +1,5 @@
-from core.config import load_config
 from core.baseline import run_baselines
+from core.config import load_config
 from core.data.discovery import find_dataset
 from core.data.splits import split_pairs
 from core.data.tiles import read_tile

@@ -1,5 +1,7 @@
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -12,6 +14,7 @@ from core.models import ModelFileError, ModelMeta, read_model_file
 from core.onnx_export import export_onnx
 from core.segment import SegmentOptions, segment_raster
 from core.segment.backends import OnnxBackend, TorchBackend, load_backend
+from tests.conftest import REPO
 
 
 def test_export_writes_metadata_for_solarseg_and_other_tools(onnx_file, model_file):
@@ -112,3 +115,22 @@ def test_export_refuses_a_tile_the_model_cannot_take(model_file, tmp_path):
     with pytest.raises(ValueError, match="pad multiple 32"):
         export_onnx(model_file, tmp_path / "x.onnx", tile_size=100)
     assert not list(tmp_path.iterdir())
+
+
+def test_segmenting_with_an_onnx_file_never_imports_torch(haiti, onnx_file, tmp_path):
+    """A user with only onnxruntime (no torch: 760 MB, 3.5 s to import) can segment."""
+    code = f"""
+import sys
+from core.segment import SegmentOptions, segment_raster
+r = segment_raster({str(onnx_file)!r}, {str(haiti)!r}, {str(tmp_path / "out")!r},
+                   SegmentOptions(backend="onnx", device="cpu", polygons=True, tile_size=256, overlap=64))
+print(r.windows, r.panel_pixels, "torch" in sys.modules)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    windows, panel_pixels, torch_loaded = proc.stdout.split()
+    assert int(windows) == 6 and torch_loaded == "False"
+    with rasterio.open(tmp_path / "out" / "mask.tif") as src:
+        assert int((src.read(1) == 1).sum()) == int(panel_pixels)

@@ -1,0 +1,80 @@
+"""What a SolarSeg model is, without torch: its metadata, file names and input limits.
+
+Everything here is plain Python, so the ONNX Runtime path (segmenting with an ``.onnx``
+file) and the plugin's dialogs can describe and check a model without importing torch
+(about 760 MB and 3.5 s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODEL_FORMAT = "solarseg-model"
+MODEL_VERSION = 1
+MODEL_FILENAME = "model.pt"
+
+# Smallest input side per architecture (measured with smp 0.5): below it, deep output
+# strides collapse the features (the tuning notes saw DeepLabV3+ reduce a tile to 1x1;
+# PAN's pyramid pooling fails under 128). Datasets pad up to it; segmentation refuses.
+MIN_INPUT_SIDE = {"deeplabv3plus": 32, "deeplabv3": 32, "pspnet": 32, "pan": 128}
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable or not a SolarSeg model."""
+
+
+# Key of the SolarSeg metadata (JSON) in an ONNX file's metadata_props.
+ONNX_META_KEY = "solarseg"
+
+
+@dataclass
+class ModelMeta:
+    """What a model needs at inference time, saved beside the weights."""
+
+    arch: str
+    encoder: str
+    in_channels: int
+    # 1-based band numbers read from the raster, in model-input order.
+    bands: list[int]
+    mean: list[float]
+    std: list[float]
+    threshold: float = 0.5
+    upscale: int = 1
+    pad_multiple: int = 32
+    tile_size: int = 256
+    overlap: int = 64
+    model_params: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def min_input_side(arch: str) -> int:
+    return MIN_INPUT_SIDE.get(arch.replace("_", "").replace("-", "").lower(), 1)
+
+
+def check_input_side(arch: str, height: int, width: int) -> None:
+    """Refuse an input too small for the architecture, naming the minimum size."""
+    need = min_input_side(arch)
+    if min(height, width) < need:
+        raise ValueError(
+            f"{arch} needs inputs of at least {need}x{need} pixels (after upscaling and "
+            f"padding), got {height}x{width}; use a larger tile or upscale factor"
+        )
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A run folder or a model file -> the model file."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / MODEL_FILENAME
+        if not candidate.exists():
+            raise ModelFileError(f"{path}: run folder has no {MODEL_FILENAME}")
+        return candidate
+    if not path.exists():
+        raise ModelFileError(f"{path}: model file not found")
+    return path
