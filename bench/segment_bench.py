@@ -35,6 +35,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -178,8 +179,59 @@ def micro(model: Path, onnx_path: Path, repeats: int = 7) -> dict:
     out["onnxruntime"] = rate(lambda: session.run(None, {"input": x}))
     out["onnx_vs_torch_nchw"] = out["onnxruntime"] / out["torch_nchw"]
     out["onnx_vs_torch_channels_last"] = out["onnxruntime"] / out["torch_channels_last"]
+    out.update(ort_ceiling(net, onnx_path, x, rate))
+    out["ort_thread_scaling"] = out["onnxruntime"] / out["ort_1_thread"]
+    for key in ("torch_nchw", "torch_channels_last", "onnxruntime"):
+        out[f"{key}_gflops"] = out[key] * out["gflop_per_tile"]
     out["loadavg_1min_after"] = os.getloadavg()[0]
     print(f"[bench] micro: {json.dumps(out)}", flush=True)
+    return out
+
+
+def ort_ceiling(net, onnx_path: Path, x: np.ndarray, rate) -> dict:
+    """Where ONNX Runtime's time goes, and how close it runs to this CPU's limit.
+
+    - ``ort_op_share``: share of ORT's kernel time per operator type (its profiler), on
+      the batch above. Convolutions near 100 % leave no graph-level fix.
+    - ``ort_1_thread`` / ``ort_thread_scaling``: tiles/s on one thread, and the 2-thread
+      rate over it (2.0 = both cores fully used).
+    - ``gflop_per_tile`` (``torch.utils.flop_counter``, multiply-add = 2 FLOP) and the
+      GFLOP/s each runtime reaches, against ``peak_gflops``: 2 cores x clock x 32 FP32
+      FLOP/cycle (two 256-bit FMA pipes, which is what AVX-512 runs on in AMD Zen 4).
+    """
+    import collections
+
+    import onnxruntime as ort
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out: dict = {}
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(onnx_path.with_suffix(""))
+    session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        session.run(None, {"input": x})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: collections.Counter = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"]
+    total = sum(per_op.values())
+    out["ort_op_share"] = {op: round(t / total, 4) for op, t in per_op.most_common(6)}
+    one = ort.SessionOptions()
+    one.intra_op_num_threads = 1
+    single = ort.InferenceSession(str(onnx_path), one, providers=["CPUExecutionProvider"])
+    out["ort_1_thread"] = rate(lambda: single.run(None, {"input": x}))
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(torch.from_numpy(x[:1]))
+    gflop = counter.get_total_flops() / 1e9
+    out["gflop_per_tile"] = gflop
+    mhz = [
+        float(v) for v in re.findall(r"cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text())
+    ]
+    if mhz:
+        out["peak_gflops"] = (os.cpu_count() or 1) * max(mhz) / 1e3 * 32
     return out
 
 
@@ -501,6 +553,23 @@ def render(r: dict) -> str:
             f"{mc['onnx_vs_torch_channels_last']:.2f} |",
             "",
         ]
+        if "gflop_per_tile" in mc:
+            share = ", ".join(f"{op} {v:.1%}" for op, v in mc["ort_op_share"].items())
+            peak = mc.get("peak_gflops")
+            lines += [
+                f"Compute ceiling: {mc['gflop_per_tile']:.1f} GFLOP per tile; PyTorch NCHW "
+                f"{mc['torch_nchw_gflops']:.0f}, channels-last "
+                f"{mc['torch_channels_last_gflops']:.0f}, ONNX Runtime "
+                f"{mc['onnxruntime_gflops']:.0f} GFLOP/s"
+                + (
+                    f" of a {peak:.0f} GFLOP/s FP32 peak ({mc['onnxruntime_gflops'] / peak:.0%})"
+                    if peak
+                    else ""
+                )
+                + f". ORT kernel time: {share}. ORT on 1 thread: {mc['ort_1_thread']:.2f} "
+                f"tiles/s (2 threads / 1 = {mc['ort_thread_scaling']:.2f}).",
+                "",
+            ]
     mem = r.get("memory")
     if mem:
         lines += [

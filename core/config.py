@@ -47,6 +47,9 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     upscale: int = 1  # 1, 2, 4 or 8: bicubic for images, nearest for masks
     pad_multiple: int = 32
+    # Train on random square crops of this side (model pixels, after upscaling; a
+    # multiple of pad_multiple). None = whole padded tiles. Val/test stay whole.
+    train_crop: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Leave tiles whose mask is all background out of the loss / the metrics.
     skip_blank_in_loss: bool = False
@@ -258,6 +261,12 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"data.upscale must be 1, 2, 4 or 8, got {cfg.data.upscale}")
     if cfg.data.pad_multiple < 1:
         raise ConfigError("data.pad_multiple must be >= 1")
+    crop = cfg.data.train_crop
+    if crop is not None and (crop < 1 or crop % cfg.data.pad_multiple):
+        raise ConfigError(
+            f"data.train_crop must be a positive multiple of data.pad_multiple "
+            f"({cfg.data.pad_multiple}), got {crop}"
+        )
     if cfg.data.bands is not None and any(b < 1 for b in cfg.data.bands):
         raise ConfigError(f"data.bands are 1-based band numbers, got {cfg.data.bands}")
     s = cfg.data.split

@@ -94,6 +94,7 @@ def make_datasets(cfg: RunConfig, pairs: list[Pair], stats: BandStats) -> dict[s
             augment=cfg.data.augment if split == "train" else None,
             seed=cfg.train.seed,
             min_size=min_input_side(cfg.model.arch),
+            crop=cfg.data.train_crop if split == "train" else None,
         )
     return out
 

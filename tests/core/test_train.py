@@ -156,6 +156,11 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(None, ["train.epoch=3"])
     with pytest.raises(ConfigError, match="data.upscale must be 1, 2, 4 or 8"):
         load_config(None, ["data.upscale=3"])
+    with pytest.raises(
+        ConfigError, match=r"data.train_crop must be a positive multiple .*\(32\), got 100"
+    ):
+        load_config(None, ["data.train_crop=100"])
+    assert load_config(None, ["data.train_crop=96"]).data.train_crop == 96
     with pytest.raises(ConfigError, match="train.epochs must be int"):
         load_config(None, ["train.epochs=many"])
     (tmp_path / "c.yaml").write_text(

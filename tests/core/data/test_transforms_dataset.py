@@ -73,3 +73,33 @@ def test_real_dataset_normalised_with_train_stats(solafune):
     np.testing.assert_allclose(per_band.mean(1).numpy(), 0, atol=1e-4)
     np.testing.assert_allclose(per_band.std(1, unbiased=False).numpy(), 1, atol=1e-4)
     assert vals.numel() == 4 * sum(stats.count) // 4
+
+
+def test_train_crop_stays_inside_each_real_tile(solafune):
+    """4x upscaling pads every tile to 128 because of a few 25-26 px tiles; training on
+    random 96 px crops keeps each crop inside its own tile's upscaled extent."""
+    from core.data.rasters import raster_info
+
+    pairs = find_dataset(solafune).pairs[:200]
+    shapes = [(raster_info(p.image).height, raster_info(p.image).width) for p in pairs]
+    big, small = shapes.index((25, 25)), shapes.index((23, 23))  # both in the first 200
+    chosen = [pairs[big], pairs[small]]
+    whole = TileDataset(chosen, [4, 3, 2, 8], [0.0] * 4, [1.0] * 4, upscale=4)
+    ds = TileDataset(chosen, [4, 3, 2, 8], [0.0] * 4, [1.0] * 4, upscale=4, crop=96, seed=1)
+    assert whole.size == 128 and ds.crop == 96
+    ref_image, ref_mask, _ = whole.prepared(0)
+    seen = set()
+    for _ in range(30):
+        image, mask, valid = ds[0]  # 25 px -> 100 px: every crop is all tile, no padding
+        assert image.shape == (4, 96, 96) and bool(valid.all())
+        hits = [(y, x) for y in range(5) for x in range(5)
+                if np.array_equal(image[0].numpy(), ref_image[0, y:y + 96, x:x + 96])]  # fmt: skip
+        assert len(hits) == 1
+        y, x = hits[0]
+        assert np.array_equal(mask[0].numpy(), ref_mask[y : y + 96, x : x + 96])
+        seen.add(hits[0])
+    assert len(seen) > 5  # the offsets vary
+    _, _, valid = ds[1]  # 23 px -> 92 px: the crop keeps the origin, 4 px of padding
+    assert int(valid.sum()) == 92 * 92 and bool(valid[0, :92, :92].all())
+    # val/test datasets and crops at least as large as the tile are whole tiles
+    assert TileDataset(chosen, [4], [0.0], [1.0], upscale=4, crop=128).crop is None
