@@ -124,7 +124,8 @@ class TrainConfig:
     # Score the test split every epoch for the curves (never used for any choice);
     # off saves about a fifth of the evaluation work.
     eval_test_each_epoch: bool = True
-    max_minutes: float | None = None  # stop training after this wall time
+    # Training time budget: stop before an epoch that would end past it (average epoch).
+    max_minutes: float | None = None
     threads: int | None = None  # torch CPU threads; None = torch default
 
 

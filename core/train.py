@@ -368,9 +368,15 @@ def train(
         if cfg.train.early_stop.enabled and stale >= cfg.train.early_stop.patience:
             status = "early_stopped"
             break
-        if cfg.train.max_minutes and time.monotonic() - t_start > cfg.train.max_minutes * 60:
-            status = "time_limit"
-            break
+        if cfg.train.max_minutes and epoch + 1 < cfg.train.epochs:
+            # Stop when another epoch of the average length would overrun the budget,
+            # so the run ends within it rather than one epoch after it.
+            elapsed = time.monotonic() - t_start
+            if elapsed * (epoch + 2 - start_epoch) / (epoch + 1 - start_epoch) > (
+                cfg.train.max_minutes * 60
+            ):
+                status = "time_limit"
+                break
 
     if not (run_dir / MODEL_FILENAME).exists():
         # Cancelled before the first epoch ended: keep what there is, marked as such.

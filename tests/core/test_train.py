@@ -184,3 +184,25 @@ def test_warmup_then_cosine_schedule():
         lrs.append(sched.lr)
     assert lrs[:3] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01])
     assert lrs[3] < lrs[2] and lrs[4] < lrs[3]
+
+
+def test_time_budget_stops_before_an_epoch_that_would_overrun(solafune, tmp_path, monkeypatch):
+    """A fake clock where every epoch takes 100 s: with a 210 s budget, a third epoch
+    (ending near 300 s) is not started, and the best model and the record are kept."""
+    import types
+
+    import core.train
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(core.train, "time", types.SimpleNamespace(monotonic=lambda: clock["t"]))
+
+    def progress(p: Progress) -> None:
+        if "history_row" in p.info:
+            clock["t"] += 100.0
+
+    cfg = small_config(solafune, tmp_path, **{"train.epochs": 5, "train.max_minutes": 3.5})
+    result = train(cfg, progress=progress)
+    assert result.status == "time_limit"
+    assert len((result.run_dir / "history.csv").read_text().splitlines()) == 1 + 2
+    assert json.loads((result.run_dir / "run.json").read_text())["status"] == "time_limit"
+    assert (result.run_dir / "model.pt").exists()
