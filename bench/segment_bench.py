@@ -409,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="run folder or model file; default: random Unet resnet34")
     p.add_argument("--size", type=int, default=8192, help="side of the throughput raster")
     p.add_argument("--memory-sizes", default="2048,10240", help="raster sides for peak RSS")
+    p.add_argument("--memory-backends", default="torch,onnx", help="backends for peak RSS")
     p.add_argument("--work", default="/tmp/solarseg-bench", help="scratch folder")
     p.add_argument("--peer-python", default="/tmp/geoai-venv/bin/python",
                    help="interpreter with geoai-py installed (a throwaway venv)")  # fmt: skip
@@ -464,7 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         memory = results.setdefault("memory", {})
         for size in [int(s) for s in args.memory_sizes.split(",")]:
             raster = build_mosaic(size, work / f"mosaic_{size}.tif")
+            wanted = args.memory_backends.split(",")
             for name, path in (("torch", model), ("onnx", onnx_path)):
+                if name not in wanted:
+                    continue
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "segment",
                        "--raster", str(raster), "--model", str(path), "--backend", name,
                        "--out", str(work / f"mem_{name}_{size}")]  # fmt: skip
@@ -472,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[bench] memory {name} {size}: {memory[f'{name}_{size}']}", flush=True)
                 save()
         sizes = [int(s) for s in args.memory_sizes.split(",")]
-        for name in ("torch", "onnx"):
+        for name in args.memory_backends.split(","):
             small, large = memory[f"{name}_{sizes[0]}"], memory[f"{name}_{sizes[-1]}"]
             memory[f"{name}_ratio"] = large["peak_rss_mb"] / small["peak_rss_mb"]
         save()
