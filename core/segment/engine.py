@@ -39,6 +39,7 @@ from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cance
 from .backends import Backend, load_backend
 from .blend import StripBlender
 from .polygons import polygonize_mask, raster_area_m2
+from .resample import downscale_mean, upscale_bicubic
 from .windows import Window, WindowGrid, pad_to_tile
 from .writers import (
     MASK_FILENAME,
@@ -258,19 +259,14 @@ class _WindowReader:
 
 def make_predict(backend: Backend, upscale: int) -> Callable[[np.ndarray], np.ndarray]:
     """``backend.predict`` wrapped with the model's upscale: bicubic upscaling of the
-    normalised tiles before (``F.interpolate``, align_corners=False), area averaging
-    (``avg_pool2d``) of the probabilities after; the same functions training uses."""
+    normalised tiles before, area averaging of the probabilities after; the same
+    resampling training uses (:mod:`core.segment.resample`, numpy, no torch needed)."""
     if upscale == 1:
         return backend.predict
-    import torch
-
-    from ..data.transforms import downscale_probability
-    from ..data.transforms import upscale as upscale_image
 
     def predict(x: np.ndarray) -> np.ndarray:
-        up = upscale_image(torch.from_numpy(x), upscale, "bicubic")
-        prob = torch.from_numpy(np.ascontiguousarray(backend.predict(up.numpy())))
-        return downscale_probability(prob, upscale).numpy()
+        prob = backend.predict(upscale_bicubic(x, upscale))
+        return downscale_mean(prob, upscale)
 
     return predict
 

@@ -10,7 +10,7 @@ import pytest
 import rasterio
 import torch
 
-from core.models import ModelFileError, ModelMeta, read_model_file
+from core.models import ModelFileError, ModelMeta, read_model_file, save_model_file
 from core.onnx_export import export_onnx
 from core.segment import SegmentOptions, segment_raster
 from core.segment.backends import OnnxBackend, TorchBackend, load_backend
@@ -117,13 +117,23 @@ def test_export_refuses_a_tile_the_model_cannot_take(model_file, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_segmenting_with_an_onnx_file_never_imports_torch(haiti, onnx_file, tmp_path):
-    """A user with only onnxruntime (no torch: 760 MB, 3.5 s to import) can segment."""
+@pytest.mark.parametrize("upscale", [1, 2])
+def test_segmenting_with_an_onnx_file_never_imports_torch(
+    haiti, model_file, unet, tmp_path, upscale
+):
+    """A user with only onnxruntime (no torch: 760 MB, 3.5 s to import) can segment,
+    upscaled models included (numpy resampling); the result is the torch backend's."""
+    meta, _ = read_model_file(model_file)
+    meta.upscale = upscale
+    pt = tmp_path / "model.pt"
+    save_model_file(pt, unet, meta)
+    onnx_path = export_onnx(pt, tmp_path / "model.onnx")
+    opts = dict(tile_size=128, overlap=32, polygons=True)
     code = f"""
 import sys
 from core.segment import SegmentOptions, segment_raster
-r = segment_raster({str(onnx_file)!r}, {str(haiti)!r}, {str(tmp_path / "out")!r},
-                   SegmentOptions(backend="onnx", device="cpu", polygons=True, tile_size=256, overlap=64))
+r = segment_raster({str(onnx_path)!r}, {str(haiti)!r}, {str(tmp_path / "onnx")!r},
+                   SegmentOptions(backend="onnx", device="cpu", **{opts!r}))
 print(r.windows, r.panel_pixels, "torch" in sys.modules)
 """
     proc = subprocess.run(
@@ -131,6 +141,10 @@ print(r.windows, r.panel_pixels, "torch" in sys.modules)
     )
     assert proc.returncode == 0, proc.stderr
     windows, panel_pixels, torch_loaded = proc.stdout.split()
-    assert int(windows) == 6 and torch_loaded == "False"
-    with rasterio.open(tmp_path / "out" / "mask.tif") as src:
-        assert int((src.read(1) == 1).sum()) == int(panel_pixels)
+    assert int(windows) == 24 and torch_loaded == "False"  # 6 x 4 windows of 128, step 96
+    ref = segment_raster(pt, haiti, tmp_path / "torch", SegmentOptions(backend="torch", **opts))
+    with rasterio.open(tmp_path / "onnx" / "probability.tif") as a:
+        with rasterio.open(ref.probability_path) as b:
+            assert np.abs(a.read(1) - b.read(1)).max() < 1e-3
+    with rasterio.open(tmp_path / "onnx" / "mask.tif") as src:
+        assert int((src.read(1) == 1).sum()) == int(panel_pixels) > 0
