@@ -74,7 +74,8 @@ class LossTerm:
 
     Names: ``dice``, ``bce`` (params: pos_weight), ``weighted_bce`` (pos_weight,
     neg_weight), ``focal`` (alpha, gamma), ``jaccard`` (pos_weight, neg_weight: the
-    class-aware soft IoU of the positive and negative class).
+    class-aware soft IoU of the positive and negative class), ``lovasz`` (the Lovasz
+    hinge, a convex surrogate of the positive-class IoU).
     """
 
     name: str

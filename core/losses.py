@@ -161,6 +161,43 @@ class JaccardLoss(nn.Module):
         return 1.0 - score / (self.pos_weight + self.neg_weight)
 
 
+class LovaszLoss(nn.Module):
+    """Lovasz hinge (Berman et al., 2018): a convex surrogate of ``1 - IoU`` of the
+    positive class, over the valid pixels of the batch. It optimises the metric itself,
+    where Dice and soft Jaccard optimise a smooth proxy.
+
+    With hinge errors ``e = 1 - logit * (2t - 1)`` sorted in decreasing order, the loss
+    is ``sum(relu(e_i) * g_i)``, ``g`` the discrete gradient of the Jaccard loss of the
+    first ``i`` errors (see :func:`_lovasz_grad`).
+    """
+
+    name = "lovasz"
+
+    def forward(self, logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+        x, t, v = _prepare(logits, target, valid)
+        keep = v.reshape(-1) > 0
+        if not bool(keep.any()):
+            return x.sum() * 0.0
+        x, t = x.reshape(-1)[keep], t.reshape(-1)[keep]
+        errors = 1.0 - x * (2.0 * t - 1.0)
+        errors_sorted, order = torch.sort(errors, descending=True)
+        grad = _lovasz_grad(t[order])
+        return torch.dot(F.relu(errors_sorted), grad)
+
+
+def _lovasz_grad(t_sorted: Tensor) -> Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss, for targets sorted by
+    decreasing error: ``J_i = 1 - (P - cumsum(t)_i) / (P + cumsum(1 - t)_i)``,
+    ``g = J_i - J_{i-1}``."""
+    positives = t_sorted.sum()
+    intersection = positives - t_sorted.cumsum(0)
+    union = positives + (1.0 - t_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    if jaccard.numel() > 1:
+        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return jaccard
+
+
 class CombinedLoss(nn.Module):
     """``sum(weight * loss)`` over ``terms``.
 
@@ -197,7 +234,8 @@ class CombinedLoss(nn.Module):
 
 
 LOSSES: dict[str, type[nn.Module]] = {
-    cls.name: cls for cls in (DiceLoss, BCELoss, WeightedBCELoss, FocalLoss, JaccardLoss)
+    cls.name: cls
+    for cls in (DiceLoss, BCELoss, WeightedBCELoss, FocalLoss, JaccardLoss, LovaszLoss)
 }
 
 

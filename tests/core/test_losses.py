@@ -14,6 +14,7 @@ from core.losses import (
     DiceLoss,
     FocalLoss,
     JaccardLoss,
+    LovaszLoss,
     WeightedBCELoss,
     build_loss,
 )
@@ -107,7 +108,7 @@ ALL_LOSSES = [
 ]
 
 
-@pytest.mark.parametrize("loss", ALL_LOSSES, ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("loss", [*ALL_LOSSES, LovaszLoss()], ids=lambda m: type(m).__name__)
 def test_invalid_pixels_change_nothing(loss):
     valid = tile([1.0, 1.0, 1.0, 0.0]).bool()
     base = loss(tile(Z), tile(T), valid)
@@ -135,7 +136,7 @@ def test_gradients_flow_only_to_valid_pixels(loss):
     assert g[3].item() == 0.0
 
 
-@pytest.mark.parametrize("loss", ALL_LOSSES, ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("loss", [*ALL_LOSSES, LovaszLoss()], ids=lambda m: type(m).__name__)
 def test_no_valid_pixel_gives_zero_with_grad(loss):
     z = tile(Z).requires_grad_(True)
     out = loss(z, tile(T), torch.zeros(1, 1, 2, 2, dtype=torch.bool))
@@ -153,6 +154,21 @@ def test_sigmoid_applied_exactly_once(loss):
     assert loss(z, tile(T), all_valid()).item() < 1e-6
     twice = loss(torch.sigmoid(z), tile(T), all_valid()).item()
     assert twice > 0.1
+
+
+def test_lovasz_by_hand():
+    # hinge errors 1 - z(2t-1): [-1, 0, 0.5, -2]; sorted: 0.5 (t=1), 0 (t=0), -1 (t=1),
+    # -2 (t=0). P = 2; Jaccard loss of the first i: 1 - [1,1,0,0]/[2,3,3,4] =
+    # [1/2, 2/3, 1, 1], differences [1/2, 1/6, 1/3, 0]; loss = 0.5 * 1/2 + 0 * 1/6 = 0.25.
+    z = tile(Z).requires_grad_(True)
+    out = LovaszLoss()(z, tile(T), all_valid())
+    assert out.item() == pytest.approx(0.25, rel=1e-6)
+    out.backward()
+    # d/dz of relu(1 - z) * 1/2 for the only positive error (pixel 2, t=1): -1/2
+    assert z.grad.flatten().tolist() == pytest.approx([0.0, 0.0, -0.5, 0.0])
+    # every pixel right with margin: zero loss; one confident mistake: a positive loss
+    assert LovaszLoss()(tile([3.0, -3.0, 3.0, -3.0]), tile(T), all_valid()).item() == 0.0
+    assert LovaszLoss()(tile([3.0, 3.0, 3.0, -3.0]), tile(T), all_valid()).item() > 1.0
 
 
 def test_combined_is_weighted_sum_of_parts():
