@@ -196,8 +196,9 @@ def ort_ceiling(net, onnx_path: Path, x: np.ndarray, rate) -> dict:
     - ``ort_1_thread`` / ``ort_thread_scaling``: tiles/s on one thread, and the 2-thread
       rate over it (2.0 = both cores fully used).
     - ``gflop_per_tile`` (``torch.utils.flop_counter``, multiply-add = 2 FLOP) and the
-      GFLOP/s each runtime reaches, against ``peak_gflops``: 2 cores x clock x 32 FP32
-      FLOP/cycle (two 256-bit FMA pipes, which is what AVX-512 runs on in AMD Zen 4).
+      GFLOP/s each runtime reaches, against ``peak_gflops``: cores x the clock
+      /proc/cpuinfo reports x 32 FP32 FLOP/cycle (two 256-bit FMA pipes, which is what
+      AVX-512 runs on in AMD Zen 4); the real clock can boost above it.
     """
     import collections
 
@@ -566,7 +567,9 @@ def render(r: dict) -> str:
                 f"{mc['torch_channels_last_gflops']:.0f}, ONNX Runtime "
                 f"{mc['onnxruntime_gflops']:.0f} GFLOP/s"
                 + (
-                    f" of a {peak:.0f} GFLOP/s FP32 peak ({mc['onnxruntime_gflops'] / peak:.0%})"
+                    f" ({mc['onnxruntime_gflops'] / peak:.0%} of the nominal FP32 peak, "
+                    f"{peak:.0f} GFLOP/s at the clock /proc/cpuinfo reports; boost clocks "
+                    "are higher)"
                     if peak
                     else ""
                 )
