@@ -41,7 +41,8 @@ ARCHITECTURES = ["Unet", "UnetPlusPlus", "FPN", "Linknet", "MAnet", "PAN", "PSPN
                  "DeepLabV3", "DeepLabV3Plus", "UPerNet", "Segformer"]  # fmt: skip
 ENCODERS = ["resnet18", "resnet34", "resnet50", "efficientnet-b0", "efficientnet-b2",
             "mobilenet_v2", "timm-regnety_008", "mit_b0"]  # fmt: skip
-LOSS_NAMES = ["bce", "dice", "weighted_bce", "focal", "jaccard"]
+# core.losses.LOSSES without importing torch while the dialog opens (a test keeps them equal)
+LOSS_NAMES = ["bce", "dice", "weighted_bce", "focal", "jaccard", "lovasz"]
 CHOICES: dict[str, list[Any]] = {
     "model.arch": ARCHITECTURES,
     "model.encoder": ENCODERS,
@@ -199,7 +200,7 @@ class LossTermsWidget(QWidget):
         hint = QLabel(
             tr(
                 "Losses and their parameters: bce (pos_weight), weighted_bce (pos_weight, "
-                "neg_weight), focal (alpha, gamma), dice, jaccard (pos_weight, neg_weight). "
+                "neg_weight), focal (alpha, gamma), dice, jaccard (pos_weight, neg_weight), lovasz. "
                 "The loss is the weighted sum of the terms."
             )
         )

@@ -55,6 +55,14 @@ def test_every_setting_has_a_field_with_the_engine_default(opened):
     assert float(values["optim"]["lr"]) == defaults["optim.lr"]
     assert [t["name"] for t in values["loss"]["terms"]] == ["bce", "dice"]
     assert "CPU" in dlg.device_label.text() or "GPU" in dlg.device_label.text()
+    assert "data.train_crop" in dlg.form.fields
+
+
+def test_loss_choices_are_the_engine_losses():
+    from solar_seg_plugin.core.losses import LOSSES
+    from solar_seg_plugin.dialogs.config_form import LOSS_NAMES
+
+    assert sorted(LOSS_NAMES) == sorted(LOSSES)
 
 
 def test_refuses_invalid_settings_beside_the_fields(opened, solafune, tmp_path):
