@@ -266,7 +266,7 @@ def validate(cfg: RunConfig) -> None:
     crop = cfg.data.train_crop
     if crop is not None and (crop < 1 or crop % cfg.data.pad_multiple):
         raise ConfigError(
-            f"data.train_crop must be a positive multiple of data.pad_multiple "
+            f"data.train_crop must be a positive multiple of the pad multiple "
             f"({cfg.data.pad_multiple}), got {crop}"
         )
     if cfg.data.bands is not None and any(b < 1 for b in cfg.data.bands):
