@@ -213,7 +213,9 @@ def ort_ceiling(net, onnx_path: Path, x: np.ndarray, rate) -> dict:
     session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     for _ in range(3):
         session.run(None, {"input": x})
-    events = json.loads(Path(session.end_profiling()).read_text())
+    profile = Path(session.end_profiling())
+    events = json.loads(profile.read_text())
+    profile.unlink()
     per_op: collections.Counter = collections.Counter()
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
@@ -226,8 +228,7 @@ def ort_ceiling(net, onnx_path: Path, x: np.ndarray, rate) -> dict:
     out["ort_1_thread"] = rate(lambda: single.run(None, {"input": x}))
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         net(torch.from_numpy(x[:1]))
-    gflop = counter.get_total_flops() / 1e9
-    out["gflop_per_tile"] = gflop
+    out["gflop_per_tile"] = counter.get_total_flops() / 1e9
     mhz = [
         float(v) for v in re.findall(r"cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text())
     ]

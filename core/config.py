@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .model_meta import min_input_side
+
 
 @dataclass
 class SplitConfig:
@@ -268,6 +270,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"data.train_crop must be a positive multiple of the pad multiple "
             f"({cfg.data.pad_multiple}), got {crop}"
+        )
+    if crop is not None and crop < min_input_side(cfg.model.arch):
+        raise ConfigError(
+            f"data.train_crop {crop} is below the {min_input_side(cfg.model.arch)} px that "
+            f"{cfg.model.arch} needs"
         )
     if cfg.data.bands is not None and any(b < 1 for b in cfg.data.bands):
         raise ConfigError(f"data.bands are 1-based band numbers, got {cfg.data.bands}")

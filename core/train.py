@@ -372,9 +372,8 @@ def train(
             # Stop when another epoch of the average length would overrun the budget,
             # so the run ends within it rather than one epoch after it.
             elapsed = time.monotonic() - t_start
-            if elapsed * (epoch + 2 - start_epoch) / (epoch + 1 - start_epoch) > (
-                cfg.train.max_minutes * 60
-            ):
+            done = epoch + 1 - start_epoch
+            if elapsed + elapsed / done > cfg.train.max_minutes * 60:
                 status = "time_limit"
                 break
 

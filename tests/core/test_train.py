@@ -161,6 +161,8 @@ def test_config_overrides_and_errors(tmp_path):
     ):
         load_config(None, ["data.train_crop=100"])
     assert load_config(None, ["data.train_crop=96"]).data.train_crop == 96
+    with pytest.raises(ConfigError, match="data.train_crop 96 is below the 128 px that PAN needs"):
+        load_config(None, ["data.train_crop=96", "model.arch=PAN"])
     with pytest.raises(ConfigError, match="train.epochs must be int"):
         load_config(None, ["train.epochs=many"])
     (tmp_path / "c.yaml").write_text(
