@@ -86,7 +86,7 @@ def default_model(work: Path) -> Path:
     import torch
 
     from core.data.rasters import normalize, valid_mask
-    from core.models import ModelMeta, build_model, save_model_file
+    from core.models.build import ModelMeta, build_model, save_model_file
 
     path = work / "unet_resnet34_random.pt"
     if path.exists():
@@ -154,7 +154,7 @@ def micro(model: Path, onnx_path: Path, repeats: int = 7) -> dict:
     import onnxruntime as ort
     import torch
 
-    from core.models import load_model
+    from core.models.build import load_model
 
     x = np.random.default_rng(0).standard_normal((BATCH, 4, TILE, TILE)).astype(np.float32)
 
@@ -334,7 +334,7 @@ def child_geoai(args: argparse.Namespace) -> None:
     from geoai.inference import predict_geotiff
     from geoai.train import semantic_inference_on_geotiff
 
-    from core.models import load_model
+    from core.models.build import load_model
 
     model, _ = load_model(args.model, "cpu")
     torch.set_num_threads(os.cpu_count() or 1)
@@ -443,8 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     model = Path(args.model) if args.model else default_model(work)
     results["model"] = str(model)
-    from core.models import resolve_model_path
-    from core.onnx_export import export_onnx
+    from core.models.build import resolve_model_path
+    from core.models.onnx_export import export_onnx
 
     model = resolve_model_path(model)
     onnx_path = work / (model.stem + ".onnx")

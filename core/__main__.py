@@ -1,5 +1,5 @@
 """``python -m core ...``: the SolarSeg engine's command line."""
 
-from .cli import main
+from .cli.main import main
 
 raise SystemExit(main())

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from .model_meta import min_input_side
+from .errors import UserError
+from .models.meta import min_input_side
 
 
 @dataclass
@@ -145,7 +146,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value or override is invalid."""
 
 

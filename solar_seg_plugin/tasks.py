@@ -110,14 +110,14 @@ def start(task: EngineTask) -> EngineTask:
 
 
 class TrainTask(EngineTask):
-    """``core.train.train(cfg)``; cancel stops within one batch and keeps the best model."""
+    """``core.training.loop.train(cfg)``; cancel stops within one batch and keeps the best model."""
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(f"SolarSeg: train {cfg.name}")
         self.cfg = cfg
 
     def work(self) -> Any:
-        from .core.train import train
+        from .core.training.loop import train
 
         return train(self.cfg, progress=self.progress, cancel=self.cancel_check)
 
@@ -140,7 +140,7 @@ class SplitPredictions:
 
 
 class PredictSplitTask(EngineTask):
-    """``core.evaluate.predict_split``: probabilities of every tile of a split."""
+    """``core.evaluation.evaluate.predict_split``: probabilities of every tile of a split."""
 
     def __init__(
         self,
@@ -155,7 +155,7 @@ class PredictSplitTask(EngineTask):
         self.split, self.tta, self.device = split, tta, device
 
     def work(self) -> SplitPredictions:
-        from .core.evaluate import predict_split
+        from .core.evaluation.evaluate import predict_split
 
         meta, preds = predict_split(
             self.model_path,

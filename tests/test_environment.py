@@ -16,7 +16,7 @@ def test_triton_absent_and_numpy_below_2():
 
 def test_core_imports_no_qgis():
     code = (
-        "import sys, core, core.cli, core.models, core.data.dataset, core.data.stats;"
+        "import sys, core, core.cli.main, core.models.build, core.data.dataset, core.data.stats;"
         "import pkgutil, importlib;"
         "[importlib.import_module(m.name) for m in pkgutil.walk_packages(core.__path__, 'core.') if not m.name.endswith('__main__')];"
         "bad=[m for m in sys.modules if m.split('.')[0]=='qgis'];"

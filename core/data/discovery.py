@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UserError
+
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2"}
 MASK_DIR_WORDS = ("mask", "label", "target", "gt", "annotation")
 SPLITS = ("train", "val", "test")
@@ -27,7 +29,7 @@ _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": 
                   "validation": "val", "test": "test", "testing": "test"}  # fmt: skip
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """The dataset cannot be used as found; the message lists the offending files."""
 
 

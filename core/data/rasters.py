@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from ..errors import UserError
+
 NODATA_SENTINEL = -9999.0
 
 
-class RasterError(ValueError):
+class RasterError(UserError, ValueError):
     """A raster or mask cannot be used; the message names the file and the problem."""
 
 

@@ -4,7 +4,7 @@ Both backends apply the sigmoid exactly once:
 
 - :class:`TorchBackend` runs the model file's network, which outputs logits, and applies
   ``torch.sigmoid``.
-- :class:`OnnxBackend` runs a graph written by :func:`core.onnx_export.export_onnx`,
+- :class:`OnnxBackend` runs a graph written by :func:`core.models.onnx_export.export_onnx`,
   which already ends in a sigmoid (its metadata says ``"output": "probability"``), so it
   applies nothing. A graph whose metadata says ``"output": "logits"`` gets the sigmoid
   here instead.
@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 # Torch-free imports only: segmenting with an .onnx file must not need torch.
-from ..model_meta import ONNX_META_KEY, ModelFileError, ModelMeta, resolve_model_path
+from ..models.meta import ONNX_META_KEY, ModelFileError, ModelMeta, resolve_model_path
 
 
 class Backend(Protocol):
@@ -156,8 +156,8 @@ def load_backend(
             raise ValueError(f"{path}: an ONNX file runs on the 'onnx' backend, not {backend!r}")
         onnx_backend = OnnxBackend(path, device=device, tta=tta)
         return onnx_backend, onnx_backend.meta
-    from ..models import load_model, resolve_device
-    from ..onnx_export import export_onnx
+    from ..models.build import load_model, resolve_device
+    from ..models.onnx_export import export_onnx
 
     path = resolve_model_path(path)
     if backend == "torch":

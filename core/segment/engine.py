@@ -34,7 +34,7 @@ import numpy as np
 from rasterio.windows import Window as RioWindow
 
 from ..data.rasters import RasterError, check_bands, normalize, open_raster, valid_mask
-from ..model_meta import ModelMeta, min_input_side
+from ..models.meta import ModelMeta, min_input_side
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from .backends import Backend, load_backend
 from .blend import StripBlender

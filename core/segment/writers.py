@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..data.rasters import RasterError
+from ..errors import UserError
 from ..io import atomic_path
 
 PROBABILITY_FILENAME = "probability.tif"
@@ -45,7 +46,7 @@ DEFLATE_LEVEL = 1  # 2-10x faster than the default 6; files a few % larger (meas
 PROBABILITY_DTYPES = ("float32", "uint8")
 
 
-class OutputExistsError(FileExistsError, ValueError):
+class OutputExistsError(UserError, FileExistsError, ValueError):
     """An output file already exists and overwriting was not asked for."""
 
 

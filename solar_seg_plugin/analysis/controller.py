@@ -102,7 +102,7 @@ class ErrorAnalysis(QObject):
     # --- numbers -----------------------------------------------------------------------
     def evaluate(self) -> None:
         """Counts, metrics and per-tile rows at the current threshold (engine code)."""
-        from ..core.evaluate import evaluate_predictions
+        from ..core.evaluation.evaluate import evaluate_predictions
 
         self.result = evaluate_predictions(self.predictions, self.threshold, self.skip_blank)
         self.rows = self.result.rows

@@ -1,6 +1,6 @@
 """Error overlay codes: one uint8 per pixel saying TN, TP, FP or FN.
 
-A pixel is predicted positive exactly as :func:`core.metrics.confusion` decides it
+A pixel is predicted positive exactly as :func:`core.evaluation.metrics.confusion` decides it
 (``prob >= threshold`` compared in float32, target > 0.5, only valid pixels), so the
 number of pixels of each code equals the engine's confusion counts.
 """

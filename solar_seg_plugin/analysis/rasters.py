@@ -25,8 +25,8 @@ from rasterio.transform import Affine
 
 from ..core.data.rasters import RasterError, open_raster, read_image
 from ..core.data.tiles import read_mask_values
+from ..core.evaluation.metrics import ConfusionCounts, confusion
 from ..core.io import atomic_path
-from ..core.metrics import ConfusionCounts, confusion
 from .errors import NODATA, error_codes, predicted
 
 GRID_PIXEL = 10.0  # map units per pixel on the synthetic grid (Sentinel-2: 10 m)

@@ -41,7 +41,7 @@ ARCHITECTURES = ["Unet", "UnetPlusPlus", "FPN", "Linknet", "MAnet", "PAN", "PSPN
                  "DeepLabV3", "DeepLabV3Plus", "UPerNet", "Segformer"]  # fmt: skip
 ENCODERS = ["resnet18", "resnet34", "resnet50", "efficientnet-b0", "efficientnet-b2",
             "mobilenet_v2", "timm-regnety_008", "mit_b0"]  # fmt: skip
-# core.losses.LOSSES without importing torch while the dialog opens (a test keeps them equal)
+# core.training.losses.LOSSES without importing torch while the dialog opens (a test keeps them equal)
 LOSS_NAMES = ["bce", "dice", "weighted_bce", "focal", "jaccard", "lovasz"]
 CHOICES: dict[str, list[Any]] = {
     "model.arch": ARCHITECTURES,

@@ -109,7 +109,7 @@ class InspectDialog(QDialog):
 
     def model_changed(self, path: str) -> None:
         """Read the model's metadata: threshold and default RGB bands."""
-        from ..core.models import ModelFileError, read_model_file
+        from ..core.models.build import ModelFileError, read_model_file
 
         show_error(self.errors["model"], None)
         self.meta, self.meta_path = None, path
@@ -173,7 +173,7 @@ class InspectDialog(QDialog):
                 show_error(self.errors["out"], tr("cannot write to {}: {}").format(out, exc))
                 ok = False
         if self.device_combo.currentText() == "cuda":
-            from ..core.models import resolve_device
+            from ..core.models.build import resolve_device
 
             try:
                 resolve_device("cuda")

@@ -53,7 +53,7 @@ def read_model_meta(path: str) -> Any:
         from ..core.segment.backends import OnnxBackend
 
         return OnnxBackend(path, device="cpu").meta
-    from ..core.models import read_model_file
+    from ..core.models.build import read_model_file
 
     return read_model_file(path)[0]
 
@@ -175,7 +175,7 @@ class SegmentDialog(QDialog):
 
     def model_changed(self, path: str) -> None:
         """Pre-fill band mapping, threshold, window size and overlap from the model."""
-        from ..core.models import ModelFileError
+        from ..core.models.build import ModelFileError
 
         show_error(self.errors["model"], None)
         self.meta, self.meta_path = None, path
@@ -299,7 +299,7 @@ class SegmentDialog(QDialog):
         if truth:
             problems.update(truth_problems(truth, path, bool(self.truth_file.text())))
         if self.device_combo.currentText() == "cuda":
-            from ..core.models import resolve_device
+            from ..core.models.build import resolve_device
 
             try:
                 resolve_device("cuda")

@@ -499,7 +499,7 @@ def check_out_dir(cfg: Any) -> None:
 
 
 def check_device(cfg: Any) -> None:
-    from ..core.models import resolve_device
+    from ..core.models.build import resolve_device
 
     try:
         resolve_device(cfg.train.device)
@@ -508,7 +508,7 @@ def check_device(cfg: Any) -> None:
 
 
 def check_loss(cfg: Any) -> None:
-    from ..core.losses import build_loss
+    from ..core.training.losses import build_loss
 
     try:
         build_loss(cfg.loss.terms)
@@ -517,7 +517,7 @@ def check_loss(cfg: Any) -> None:
 
 
 def check_model(cfg: Any) -> None:
-    from ..core.models import build_model
+    from ..core.models.build import build_model
 
     bands = len(cfg.data.bands) if cfg.data.bands else 1
     weights = cfg.model.encoder_weights

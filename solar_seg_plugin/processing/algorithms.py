@@ -53,7 +53,7 @@ def engine_errors() -> tuple[type[BaseException], ...]:
     from ..core.config import ConfigError
     from ..core.data.discovery import DatasetError
     from ..core.data.rasters import RasterError
-    from ..core.models import ModelFileError
+    from ..core.models.build import ModelFileError
 
     return (ConfigError, DatasetError, RasterError, ModelFileError, ValueError, OSError)
 
@@ -336,7 +336,7 @@ class EvaluateModelAlgorithm(_Base):
         dataset = self.parameterAsFile(parameters, self.DATASET, context) or None
         split = SPLITS[self.parameterAsEnum(parameters, self.SPLIT, context)]
         threshold = self._optional_number(parameters, self.THRESHOLD, context)
-        from ..core.evaluate import evaluate_predictions, predict_split
+        from ..core.evaluation.evaluate import evaluate_predictions, predict_split
 
         meta, preds = self._run_engine(
             lambda: predict_split(
@@ -488,7 +488,7 @@ class TrainModelAlgorithm(_Base):
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict:
         from ..core.config import load_config
-        from ..core.train import train
+        from ..core.training.loop import train
 
         config_path = self.parameterAsFile(parameters, self.CONFIG, context) or None
         try:

@@ -1,8 +1,8 @@
-from core.baseline import run_baselines
 from core.config import load_config
 from core.data.discovery import find_dataset
 from core.data.splits import split_pairs
 from core.data.tiles import read_tile
+from core.evaluation.baseline import run_baselines
 
 
 def test_baselines_scored_on_the_run_split(solafune):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.config import LossTerm
-from core.losses import (
+from core.training.losses import (
     BCELoss,
     CombinedLoss,
     DiceLoss,

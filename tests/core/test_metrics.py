@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.metrics import (
+from core.evaluation.metrics import (
     ConfusionCounts,
     ThresholdScan,
     confusion,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.models import (
+from core.models.build import (
     ModelFileError,
     ModelMeta,
     build_model,
@@ -59,7 +59,7 @@ def test_logits_out_and_sigmoid_once():
         out = model(torch.randn(2, 4, 64, 64) * 5)
     # Logits are unbounded; probabilities squashed twice would sit in [0.5, 0.73].
     assert out.min() < 0 or out.max() > 1
-    from core.predict import forward_probability
+    from core.evaluation.predict import forward_probability
 
     x = torch.randn(2, 4, 64, 64) * 5
     with torch.no_grad():

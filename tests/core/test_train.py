@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from core.config import ConfigError, LossTerm, load_config
-from core.models import read_model_file
+from core.models.build import read_model_file
 from core.progress import Progress
-from core.runs import compare
-from core.train import train
+from core.training.loop import train
+from core.training.runs import compare
 from tests.conftest import REPO
 
 RUN_FILES = ["config.yaml", "split.csv", "stats.json", "dataset.json", "history.csv", "model.pt",
@@ -174,7 +174,7 @@ def test_config_overrides_and_errors(tmp_path):
 
 
 def test_warmup_then_cosine_schedule():
-    from core.train import _Schedule
+    from core.training.loop import _Schedule
 
     cfg = load_config(None, ["optim.lr=0.01", "optim.warmup_epochs=2", "train.epochs=6",
                              "optim.scheduler=cosine"])  # fmt: skip
@@ -193,10 +193,12 @@ def test_time_budget_stops_before_an_epoch_that_would_overrun(solafune, tmp_path
     (ending near 300 s) is not started, and the best model and the record are kept."""
     import types
 
-    import core.train
+    import core.training.loop
 
     clock = {"t": 0.0}
-    monkeypatch.setattr(core.train, "time", types.SimpleNamespace(monotonic=lambda: clock["t"]))
+    monkeypatch.setattr(
+        core.training.loop, "time", types.SimpleNamespace(monotonic=lambda: clock["t"])
+    )
 
     def progress(p: Progress) -> None:
         if "history_row" in p.info:

@@ -35,7 +35,7 @@ def tiny_overrides(dataset: Path, out_dir: Path, name: str = "tiny") -> list[str
 def tiny_run(solafune: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder trained with the engine (as the plugin imports it)."""
     from solar_seg_plugin.core.config import load_config
-    from solar_seg_plugin.core.train import train
+    from solar_seg_plugin.core.training.loop import train
 
     out = tmp_path_factory.mktemp("runs")
     cfg = load_config(None, tiny_overrides(solafune, out))

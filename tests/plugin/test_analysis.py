@@ -41,7 +41,7 @@ def test_error_layers_match_engine_counts(
 ):
     from solar_seg_plugin.analysis.controller import ErrorAnalysis
     from solar_seg_plugin.analysis.errors import FN, FP, TN, TP
-    from solar_seg_plugin.core.metrics import confusion
+    from solar_seg_plugin.core.evaluation.metrics import confusion
 
     data = split_predictions
     assert data.split == "test" and len(data.predictions) == 12

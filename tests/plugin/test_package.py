@@ -33,7 +33,7 @@ def test_package_zip_is_self_contained(tmp_path):
     # the extracted folder alone is enough to import the plugin and its engine
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import solar_seg_plugin, solar_seg_plugin.plugin, solar_seg_plugin.core.train;"
+        "import solar_seg_plugin, solar_seg_plugin.plugin, solar_seg_plugin.core.training.loop;"
         "assert solar_seg_plugin.__file__.startswith(sys.argv[1]);"
         "assert 'core' not in sys.modules; print('ok')"
     )

@@ -124,7 +124,7 @@ def test_engine_band_error_is_reported_not_raised(qgis_iface, scenes, tiny_run, 
 
 def test_ground_truth_error_overlay_and_iou(dialog, solafune, tiny_run, tmp_path):
     from solar_seg_plugin.analysis.errors import FN, FP, TP
-    from solar_seg_plugin.core.metrics import confusion
+    from solar_seg_plugin.core.evaluation.metrics import confusion
 
     image = solafune / "s2_image" / "train_s2_image_5.tif"
     truth = solafune / "mask" / "train_mask_5.tif"

@@ -59,7 +59,7 @@ def test_every_setting_has_a_field_with_the_engine_default(opened):
 
 
 def test_loss_choices_are_the_engine_losses():
-    from solar_seg_plugin.core.losses import LOSSES
+    from solar_seg_plugin.core.training.losses import LOSSES
     from solar_seg_plugin.dialogs.config_form import LOSS_NAMES
 
     assert sorted(LOSS_NAMES) == sorted(LOSSES)
@@ -122,7 +122,7 @@ def test_dataset_form_and_class_balance(opened, solafune):
 
 def test_train_task_then_inspect_errors(opened, qgis_iface, solafune, tmp_path):
     from solar_seg_plugin.analysis.errors import FN, FP, TN, TP
-    from solar_seg_plugin.core.metrics import confusion
+    from solar_seg_plugin.core.evaluation.metrics import confusion
     from solar_seg_plugin.dialogs.inspect_dialog import InspectDialog
 
     dlg, opened_runs = opened

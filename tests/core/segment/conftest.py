@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.models import ModelMeta, save_model_file
-from core.onnx_export import export_onnx
+from core.models.build import ModelMeta, save_model_file
+from core.models.onnx_export import export_onnx
 from tests.core.segment.helpers import band_stats, calibrated_unet
 
 

@@ -11,7 +11,7 @@ from rasterio.windows import Window
 from torch import nn
 
 from core.data.rasters import normalize, valid_mask
-from core.models import ModelMeta, build_model
+from core.models.build import ModelMeta, build_model
 
 
 def band_stats(path: Path) -> tuple[list[float], list[float]]:

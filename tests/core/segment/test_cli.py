@@ -5,7 +5,7 @@ import sys
 import onnx
 import rasterio
 
-from core.cli import main
+from core.cli.main import main
 from tests.conftest import REPO
 
 

@@ -5,7 +5,7 @@ import pytest
 import rasterio
 
 from core.data.rasters import RasterError
-from core.models import ModelFileError
+from core.models.build import ModelFileError
 from core.progress import Cancelled, Progress
 from core.segment import SegmentOptions, segment_raster, segment_with_backend
 from core.segment.backends import TorchBackend

@@ -10,8 +10,8 @@ import pytest
 import rasterio
 import torch
 
-from core.models import ModelFileError, ModelMeta, read_model_file, save_model_file
-from core.onnx_export import export_onnx
+from core.models.build import ModelFileError, ModelMeta, read_model_file, save_model_file
+from core.models.onnx_export import export_onnx
 from core.segment import SegmentOptions, segment_raster
 from core.segment.backends import OnnxBackend, TorchBackend, load_backend
 from tests.conftest import REPO

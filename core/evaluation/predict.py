@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.dataset import TileDataset
-from .data.transforms import downscale_probability
-from .progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
+from ..data.dataset import TileDataset
+from ..data.transforms import downscale_probability
+from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 

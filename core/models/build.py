@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io import atomic_write_bytes
-from .model_meta import (  # noqa: F401  (re-exported: the model file's public names)
+from ..io import atomic_write_bytes
+from .meta import (  # noqa: F401  (re-exported: the model file's public names)
     MIN_INPUT_SIDE,
     MODEL_FILENAME,
     MODEL_FORMAT,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import RunConfig
-from .data.discovery import find_dataset
-from .data.splits import split_pairs
-from .data.tiles import read_tile
+from ..config import RunConfig
+from ..data.discovery import find_dataset
+from ..data.splits import split_pairs
+from ..data.tiles import read_tile
 from .metrics import ThresholdScan
 
 

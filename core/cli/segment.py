@@ -42,7 +42,7 @@ def _progress_printer():
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .engine import SegmentOptions, segment_raster
+    from ..segment.engine import SegmentOptions, segment_raster
 
     options = SegmentOptions(
         tile_size=args.tile,
@@ -66,7 +66,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from ..onnx_export import export_onnx
+    from ..models.onnx_export import export_onnx
 
     out = export_onnx(
         args.model,

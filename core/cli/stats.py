@@ -1,45 +1,18 @@
-"""Command line of the engine: ``python -m core COMMAND ...``.
-
-Commands: stats, train, evaluate, compare, baseline, segment, export-onnx. Errors
-in the input (bad files, bad settings) print one clear line and exit with status 2.
-"""
+"""``python -m core stats``: dataset form, pairs per split, band statistics, balance."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import warnings
-from collections.abc import Callable
 
-from .config import ConfigError
-from .data.discovery import DatasetError
-from .data.rasters import RasterError
-from .progress import Progress
-
-USER_ERRORS = (ConfigError, DatasetError, RasterError, ValueError, FileNotFoundError)
-
-
-def parse_bands(text: str | None) -> list[int] | None:
-    """``"4,3,2,8"`` -> [4, 3, 2, 8]; ``"all"``/None -> None."""
-    if text is None or text.strip().lower() in ("", "all"):
-        return None
-    try:
-        return [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bands must look like 4,3,2,8, got {text!r}") from None
-
-
-def print_progress(p: Progress) -> None:
-    """Progress on stderr, so stdout stays machine-readable."""
-    print(f"[{p.stage}] {p.fraction:6.1%} {p.message}", file=sys.stderr, flush=True)
+from .common import parse_bands
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .config import SplitConfig
-    from .data.discovery import find_dataset
-    from .data.splits import split_pairs
-    from .data.stats import summarize
+    from ..config import SplitConfig
+    from ..data.discovery import find_dataset
+    from ..data.splits import split_pairs
+    from ..data.stats import summarize
 
     index = find_dataset(args.dataset)
     if args.limit:
@@ -102,10 +75,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_stats_command(sub) -> None:
     p = sub.add_parser("stats", help="dataset form, pairs, band statistics, class balance")
     p.add_argument("dataset", help="dataset folder or CSV manifest")
     p.add_argument("--bands", type=parse_bands, default=None, help="1-based, e.g. 4,3,2,8")
@@ -117,45 +87,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=float, default=0.2, help="test fraction")
     p.add_argument("--group-regex", default=None, help="regex naming a tile's plant/site")
     p.set_defaults(func=cmd_stats)
-
-    for register in _extra_commands():
-        register(sub)
-    return parser
-
-
-def _extra_commands() -> list[Callable]:
-    """Subcommands defined beside their engine parts (training, segmentation)."""
-    registers = []
-    try:
-        from .train_cli import add_train_commands
-
-        registers.append(add_train_commands)
-    except ImportError as exc:  # pragma: no cover - only while a part is missing
-        if "train_cli" not in str(exc):
-            raise
-    try:
-        from .segment.cli import add_segment_commands
-
-        registers.append(add_segment_commands)
-    except ImportError as exc:  # pragma: no cover
-        if "segment" not in str(exc):
-            raise
-    return registers
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    with warnings.catch_warnings():
-        # Untagged tiles would warn once per file; the data README documents it.
-        from rasterio.errors import NotGeoreferencedWarning
-
-        from .data.tiles import NoCRSWarning
-
-        warnings.simplefilter("ignore", NoCRSWarning)
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            return int(args.func(args) or 0)
-        except USER_ERRORS as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2

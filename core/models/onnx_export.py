@@ -8,7 +8,7 @@ SolarSeg's ONNX backend applies no second sigmoid. Batch, height and width are d
 
 ``metadata_props`` carries:
 
-- ``solarseg``: the full :class:`~core.models.ModelMeta` as JSON (band selection,
+- ``solarseg``: the full :class:`~core.models.build.ModelMeta` as JSON (band selection,
   normalisation, threshold, upscale, pad multiple, tile size, overlap, training config
   and metrics) plus ``"output": "probability"``; SolarSeg reads only this key.
 - keys in the style of the Deepness QGIS plugin, for other tools: ``model_type``
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import atomic_path
-from .model_meta import ONNX_META_KEY, ModelMeta
-from .models import load_model
+from ..io import atomic_path
+from .build import load_model
+from .meta import ONNX_META_KEY, ModelMeta
 
 ONNX_FORMAT = "solarseg-onnx"
 ONNX_FORMAT_VERSION = 1

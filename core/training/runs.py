@@ -20,13 +20,18 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig, from_dict, load_config, to_dict
-from .data.discovery import find_dataset
-from .evaluate import evaluate_predictions, predict_dataset, tile_dataset, write_per_image_csv
-from .io import atomic_path, atomic_write_text
-from .metrics import ThresholdScan
-from .models import MODEL_FILENAME, load_model, save_model_file
-from .progress import CancelFn, Progress, ProgressFn
+from ..config import RunConfig, from_dict, load_config, to_dict
+from ..data.discovery import find_dataset
+from ..evaluation.evaluate import (
+    evaluate_predictions,
+    predict_dataset,
+    tile_dataset,
+    write_per_image_csv,
+)
+from ..evaluation.metrics import ThresholdScan
+from ..io import atomic_path, atomic_write_text
+from ..models.build import MODEL_FILENAME, load_model, save_model_file
+from ..progress import CancelFn, Progress, ProgressFn
 
 SPLITS = ("train", "val", "test")
 

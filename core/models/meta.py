@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 MODEL_FORMAT = "solarseg-model"
 MODEL_VERSION = 1
 MODEL_FILENAME = "model.pt"
@@ -21,7 +23,7 @@ MODEL_FILENAME = "model.pt"
 MIN_INPUT_SIDE = {"deeplabv3plus": 32, "deeplabv3": 32, "pspnet": 32, "pan": 128}
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A model file is missing, unreadable or not a SolarSeg model."""
 
 

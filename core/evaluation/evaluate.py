@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import RunConfig, from_dict
-from .data.dataset import TileDataset
-from .data.discovery import Pair, find_dataset
-from .data.splits import split_pairs
-from .data.tiles import Tile
-from .io import atomic_write_text
+from ..config import RunConfig, from_dict
+from ..data.dataset import TileDataset
+from ..data.discovery import Pair, find_dataset
+from ..data.splits import split_pairs
+from ..data.tiles import Tile
+from ..io import atomic_write_text
+from ..models.build import ModelMeta, load_model, min_input_side, resolve_device
+from ..progress import CancelFn, ProgressFn, never_cancel, no_progress
 from .metrics import ConfusionCounts, ThresholdScan, confusion, per_image_row
-from .models import ModelMeta, load_model, min_input_side, resolve_device
 from .predict import iter_native_probabilities
-from .progress import CancelFn, ProgressFn, never_cancel, no_progress
 
 PER_IMAGE_FIELDS = ["tile_id", "iou", "f1", "precision", "recall", "tp", "fp", "fn", "tn",
                     "positive_pixels", "predicted_pixels", "valid_pixels"]  # fmt: skip

@@ -1,7 +1,7 @@
 """The training loop behind the plugin's Train button and ``python -m core train``.
 
 Every knob of the tuning notes is a setting in :class:`~core.config.RunConfig`, and
-every run leaves a complete record in its run folder (see :mod:`core.runs`). The loop
+every run leaves a complete record in its run folder (see :mod:`core.training.runs`). The loop
 reports progress per batch, honours a cancel check within one batch, keeps the best
 model (atomically written), can resume from its last checkpoint, and never imports
 QGIS (the plugin wraps it in a QgsTask).
@@ -20,16 +20,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import runs
-from .config import RunConfig, from_dict, save_config, to_dict
-from .data.dataset import TileDataset
-from .data.discovery import Pair, find_dataset, write_manifest
-from .data.splits import split_pairs
-from .data.stats import BandStats, summarize
-from .io import atomic_write_bytes
-from .losses import build_loss
-from .metrics import ConfusionCounts, confusion
-from .models import (
+from ..config import RunConfig, from_dict, save_config, to_dict
+from ..data.dataset import TileDataset
+from ..data.discovery import Pair, find_dataset, write_manifest
+from ..data.splits import split_pairs
+from ..data.stats import BandStats, summarize
+from ..evaluation.metrics import ConfusionCounts, confusion
+from ..evaluation.predict import iter_batches, to_native
+from ..io import atomic_write_bytes
+from ..models.build import (
     MODEL_FILENAME,
     ModelMeta,
     build_model,
@@ -37,8 +36,9 @@ from .models import (
     resolve_device,
     save_model_file,
 )
-from .predict import iter_batches, to_native
-from .progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
+from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
+from . import runs
+from .losses import build_loss
 
 SPLITS = ("train", "val", "test")
 CHECKPOINT = "checkpoint.pt"

@@ -12,7 +12,7 @@ METRIC_KEYS = ["tp", "fp", "fn", "tn", "accuracy", "precision", "recall", "speci
 
 
 def _progress_printer():
-    from .cli import print_progress
+    from .common import print_progress
 
     last = {"stage": None, "epoch": None}
 
@@ -27,8 +27,8 @@ def _progress_printer():
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train import train
+    from ..config import load_config
+    from ..training.loop import train
 
     if args.resume:
         result = train(None, _progress_printer(), resume=args.resume)  # type: ignore[arg-type]
@@ -56,8 +56,8 @@ def format_metrics(m: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
-    from .models import resolve_model_path
+    from ..evaluation.evaluate import evaluate
+    from ..models.build import resolve_model_path
 
     model_path = resolve_model_path(args.model)
     out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
@@ -73,15 +73,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .runs import compare
+    from ..training.runs import compare
 
     print(compare(args.run_a, args.run_b))
     return 0
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from .baseline import run_baselines
-    from .config import load_config
+    from ..config import load_config
+    from ..evaluation.baseline import run_baselines
 
     cfg = load_config(args.config, args.overrides)
     cfg.data.path = args.dataset
@@ -103,7 +103,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def add_train_commands(sub) -> None:
-    from .cli import parse_bands
+    from .common import parse_bands
 
     p = sub.add_parser("train", help="train a model; prints the run folder last")
     p.add_argument("--config", type=Path, default=None, help="YAML run config")
