@@ -228,21 +228,35 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply dotted overrides to a nested dict (validated later by :func:`from_dict`)."""
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {k} is not a section")
-        node[keys[-1]] = value
+def set_value(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """Set dotted ``key`` (``train.epochs``) in a nested dict to an already typed value."""
+    keys = key.strip().split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"setting {key!r}: {k} is not a section")
+    node[keys[-1]] = value
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML run config (defaults when ``path`` is None) and apply overrides."""
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` texts, values parsed as YAML (validated later by
+    :func:`from_dict`). Front ends that already hold typed values use :func:`set_value`,
+    so a run named ``yes`` or a path with `` #`` is not re-parsed."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        set_value(data, ".".join(keys), value)
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Load a YAML run config (defaults when ``path`` is None), then apply typed
+    ``values`` (dotted keys, taken as they are) and finally the ``key=value`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -254,6 +268,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
+    for key, value in (values or {}).items():
+        set_value(data, key, value)
     data = apply_overrides(data, overrides or [])
     cfg = from_dict(RunConfig, data)
     validate(cfg)

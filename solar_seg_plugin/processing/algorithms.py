@@ -461,28 +461,31 @@ class TrainModelAlgorithm(_Base):
         self.addOutput(QgsProcessingOutputNumber("VAL_IOU", tr("Validation IoU")))
         self.addOutput(QgsProcessingOutputNumber("TEST_IOU", tr("Test IoU")))
 
-    def overrides(self, parameters: dict, context: QgsProcessingContext) -> list[str]:
-        """Dotted overrides from the parameters, in the order they apply."""
+    def values(self, parameters: dict, context: QgsProcessingContext) -> dict[str, Any]:
+        """Typed settings from the parameters (dotted keys), handed to the engine as they
+        are: a run named ``yes`` or a folder with `` #`` in it is not parsed again."""
         p = parameters
         bands = self.parameterAsString(p, self.BANDS, context).strip()
         limit = self.parameterAsInt(p, self.LIMIT, context)
-        out = [
-            f"data.path={self.parameterAsFile(p, self.DATASET, context)}",
-            f"data.bands={parse_bands(bands) if bands else None}",
-            f"model.arch={self.parameterAsString(p, self.ARCH, context)}",
-            f"model.encoder={self.parameterAsString(p, self.ENCODER, context)}",
-            f"train.epochs={self.parameterAsInt(p, self.EPOCHS, context)}",
-            f"train.batch_size={self.parameterAsInt(p, self.BATCH_SIZE, context)}",
-            f"optim.lr={self.parameterAsDouble(p, self.LR, context)}",
-            f"data.upscale={UPSCALES[self.parameterAsEnum(p, self.UPSCALE, context)]}",
-            f"data.limit={limit if limit > 0 else None}",
-            f"train.device={DEVICES[self.parameterAsEnum(p, self.DEVICE, context)]}",
-            f"name={self.parameterAsString(p, self.NAME, context)}",
-            f"out_dir={self.parameterAsString(p, self.OUTPUT_FOLDER, context)}",
-        ]
-        extra = self.parameterAsString(p, self.OVERRIDES, context) or ""
-        out += [o.strip() for o in extra.replace("\n", ";").split(";") if o.strip()]
-        return out
+        return {
+            "data.path": self.parameterAsFile(p, self.DATASET, context),
+            "data.bands": parse_bands(bands) if bands else None,
+            "model.arch": self.parameterAsString(p, self.ARCH, context),
+            "model.encoder": self.parameterAsString(p, self.ENCODER, context),
+            "train.epochs": self.parameterAsInt(p, self.EPOCHS, context),
+            "train.batch_size": self.parameterAsInt(p, self.BATCH_SIZE, context),
+            "optim.lr": self.parameterAsDouble(p, self.LR, context),
+            "data.upscale": UPSCALES[self.parameterAsEnum(p, self.UPSCALE, context)],
+            "data.limit": limit if limit > 0 else None,
+            "train.device": DEVICES[self.parameterAsEnum(p, self.DEVICE, context)],
+            "name": self.parameterAsString(p, self.NAME, context),
+            "out_dir": self.parameterAsString(p, self.OUTPUT_FOLDER, context),
+        }
+
+    def overrides(self, parameters: dict, context: QgsProcessingContext) -> list[str]:
+        """The free-text "More settings" (``key=value; ...``), typed by the user as YAML."""
+        extra = self.parameterAsString(parameters, self.OVERRIDES, context) or ""
+        return [o.strip() for o in extra.replace("\n", ";").split(";") if o.strip()]
 
     def processAlgorithm(  # noqa: N802
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -492,10 +495,11 @@ class TrainModelAlgorithm(_Base):
 
         config_path = self.parameterAsFile(parameters, self.CONFIG, context) or None
         try:
-            overrides = self.overrides(parameters, context)
+            values = self.values(parameters, context)
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from None
-        cfg = self._run_engine(lambda: load_config(config_path, overrides), feedback)
+        overrides = self.overrides(parameters, context)
+        cfg = self._run_engine(lambda: load_config(config_path, overrides, values), feedback)
         result = self._run_engine(
             lambda: train(cfg, progress=feedback_progress(feedback), cancel=feedback.isCanceled),
             feedback,

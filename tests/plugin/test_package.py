@@ -24,7 +24,7 @@ def test_package_zip_is_self_contained(tmp_path):
         z.extractall(tmp_path / "plugins")
     assert {n.split("/")[0] for n in names} == {"solar_seg_plugin"}
     for needed in ("__init__.py", "metadata.txt", "plugin.py", "core/__init__.py",
-                   "core/train.py", "core/segment/__init__.py", "resources/icon.png",
+                   "core/training/loop.py", "core/segment/__init__.py", "resources/icon.png",
                    "resources/error.qml", "resources/mask.qml"):  # fmt: skip
         assert f"solar_seg_plugin/{needed}" in names, needed
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -42,6 +42,14 @@ def test_package_zip_is_self_contained(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+    # the engine's command line runs from the extracted plugin as a package module
+    cli = subprocess.run(
+        [sys.executable, "-m", "solar_seg_plugin.core", "--help"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path / "plugins",
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    for command in ("stats", "train", "evaluate", "segment", "export-onnx"):
+        assert command in cli.stdout, command
 
 
 def test_install_links_and_enables(tmp_path):

@@ -102,13 +102,15 @@ def test_train_model(provider, solafune, tmp_path):
             "BATCH_SIZE": 8,
             "LIMIT": 40,
             "DEVICE": 1,
-            "NAME": "proc",
+            # Typed values reach the engine as they are: YAML would read "yes" as True
+            # and cut the folder at " #".
+            "NAME": "yes",
             "OVERRIDES": "train.threads=2; optim.scheduler=step",
-            "OUTPUT_FOLDER": str(tmp_path / "runs"),
+            "OUTPUT_FOLDER": str(tmp_path / "runs #1"),
         },
     )
     run_dir = Path(out["RUN_DIR"])
-    assert run_dir.parent == tmp_path / "runs" and run_dir.name.startswith("proc-")
+    assert run_dir.parent == tmp_path / "runs #1" and run_dir.name.startswith("yes-")
     assert Path(out["MODEL"]).is_file()
     assert out["STATUS"] == "completed"
     assert 0.0 <= out["TEST_IOU"] <= 1.0
