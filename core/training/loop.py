@@ -263,8 +263,9 @@ def train(
         history = ck["history"]
         start_epoch, best_epoch = ck["epoch"] + 1, ck["best_epoch"]
         best_score, stale = ck["best_score"], ck["stale"]
-        torch.set_rng_state(ck["rng"])
-        generator.manual_seed(cfg.train.seed + start_epoch)
+        if "scaler" in ck:
+            scaler.load_state_dict(ck["scaler"])
+        _set_random_states(ck, generator, train_ds)
 
     status = "completed"
     t_start = time.monotonic()
@@ -344,7 +345,10 @@ def train(
             stale += 1
         sched.step(epoch, row["val_loss"])
         runs.write_history(run_dir / "history.csv", history)
-        _save_checkpoint(run_dir, model, opt, sched, epoch, history, best_epoch, best_score, stale)
+        _save_checkpoint(
+            run_dir, model, opt, sched, scaler, epoch, history, best_epoch, best_score, stale,
+            _random_states(generator, train_ds),
+        )  # fmt: skip
         eta = (sum(epoch_seconds) / len(epoch_seconds)) * (cfg.train.epochs - epoch - 1)
         progress(
             Progress(
@@ -384,19 +388,52 @@ def train(
     return RunResult(run_dir, status, best_epoch, final["threshold"], final["metrics"], str(device))
 
 
-def _save_checkpoint(run_dir, model, opt, sched, epoch, history, best_epoch, best_score, stale):
-    """Last-epoch state for ``resume``, plain tensors and builtins only."""
+def _random_states(generator: torch.Generator, train_ds) -> dict:
+    """Every random state the next epoch depends on, as tensors and builtins (the
+    checkpoint is read with ``weights_only=True``): Python's, numpy's global, torch's,
+    the data order (the loader's generator) and the augmentation stream (the dataset's)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "rng": torch.get_rng_state(),
+        "rng_python": [version, list(internal), gauss],
+        "rng_numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "rng_loader": generator.get_state(),
+        "rng_augment": train_ds.rng.bit_generator.state,
+    }
+
+
+def _set_random_states(ck: dict, generator: torch.Generator, train_ds) -> None:
+    torch.set_rng_state(ck["rng"])
+    if "rng_python" not in ck:  # checkpoints from before exact resume: data order only
+        generator.manual_seed(int(torch.initial_seed()) + ck["epoch"] + 1)
+        return
+    version, internal, gauss = ck["rng_python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = ck["rng_numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    generator.set_state(ck["rng_loader"])
+    train_ds.rng.bit_generator.state = ck["rng_augment"]
+
+
+def _save_checkpoint(
+    run_dir, model, opt, sched, scaler, epoch, history, best_epoch, best_score, stale, states
+):
+    """Last-epoch state for ``resume`` (plain tensors and builtins only): weights,
+    optimiser, schedule, gradient scaler and every random state, so that a resumed run
+    continues exactly as the uninterrupted one would have."""
     payload = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
+        "scaler": scaler.state_dict(),
         "lr": sched.lr,
         "epoch": epoch,
         "history": history,
         "best_epoch": best_epoch,
         "best_score": float(best_score),
         "stale": stale,
-        "rng": torch.get_rng_state(),
+        **states,
     }
     buf = io.BytesIO()
     torch.save(payload, buf)

@@ -123,6 +123,35 @@ def test_resume_continues_history(solafune, tmp_path):
     assert (first.run_dir / "metrics.json").exists()
 
 
+def test_resume_equals_an_uninterrupted_run(solafune, tmp_path):
+    """Cancelled after epoch 1 and resumed == trained straight through: same losses, IoU
+    and weights (optimiser, schedule and every random state are in the checkpoint)."""
+    over = {"train.epochs": 3, "optim.scheduler": "cosine", "optim.warmup_epochs": 1}
+    straight = train(small_config(solafune, tmp_path / "a", **over))
+    done = {"n": 0}
+
+    def progress(p: Progress) -> None:
+        done["n"] += "history_row" in p.info
+
+    cfg = small_config(solafune, tmp_path / "b", **over)
+    first = train(cfg, progress=progress, cancel=lambda: done["n"] >= 1)
+    assert first.status == "cancelled"
+    resumed = train(None, resume=first.run_dir)
+    assert resumed.status == "completed"
+
+    def history(run):
+        rows = (run.run_dir / "history.csv").read_text().splitlines()
+        header = rows[0].split(",")
+        return [{k: v for k, v in zip(header, r.split(",")) if k != "seconds"} for r in rows[1:]]
+
+    assert len(history(resumed)) == 3
+    assert history(resumed) == history(straight)
+    a = torch.load(straight.run_dir / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(resumed.run_dir / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.metrics["test"]["tp"] == straight.metrics["test"]["tp"]
+
+
 def test_compare_prints_metrics_and_config_differences(finished_run, solafune, tmp_path):
     result, _ = finished_run
     cfg = small_config(solafune, tmp_path, **{"name": "b", "optim.lr": 0.003, "train.epochs": 1})
