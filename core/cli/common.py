@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from typing import Any, TextIO
 
-from ..progress import Progress
+from ..progress import Progress, ProgressFn
 
 
 def parse_bands(text: str | None) -> list[int] | None:
@@ -21,3 +23,52 @@ def parse_bands(text: str | None) -> list[int] | None:
 def print_progress(p: Progress) -> None:
     """Progress on stderr, so stdout stays machine-readable."""
     print(f"[{p.stage}] {p.fraction:6.1%} {p.message}", file=sys.stderr, flush=True)
+
+
+class Session:
+    """One command's channel to its caller.
+
+    Without ``--jsonl`` progress goes to stderr as text and the command prints what it
+    prints. With ``--jsonl`` (how the QGIS plugin runs the engine in a subprocess) stdout
+    carries only JSON lines, one event each::
+
+        {"event": "progress", "stage": ..., "fraction": ..., "message": ..., "info": {...}}
+        {"event": "result", "command": ..., "data": {...}}
+        {"event": "error", "message": ..., "type": ..., "field": ...}   (exit status 2)
+        {"event": "error", "message": ..., "type": ..., "traceback": ...} (a bug, status 1)
+        {"event": "cancelled"}                                            (status 3)
+
+    SIGTERM (and Ctrl+C) set :attr:`cancelled`, which every long function polls through
+    :meth:`cancel`, so a terminated training still keeps its best model.
+    """
+
+    def __init__(self, command: str, jsonl: bool = False, out: TextIO | None = None) -> None:
+        self.command = command
+        self.jsonl = jsonl
+        self.out = out or sys.stdout
+        self.cancelled = False
+
+    def cancel(self) -> bool:
+        return self.cancelled
+
+    def request_cancel(self, *_: object) -> None:
+        self.cancelled = True
+
+    def emit(self, event: str, **data: Any) -> None:
+        if self.jsonl:
+            self.out.write(json.dumps({"event": event, **data}, default=str) + "\n")
+            self.out.flush()
+
+    def progress(self, human: ProgressFn | None = None) -> ProgressFn:
+        """The progress callback: JSON events, or ``human`` (default: one line each)."""
+        if not self.jsonl:
+            return human or print_progress
+
+        def report(p: Progress) -> None:
+            self.emit("progress", stage=p.stage, fraction=float(p.fraction), message=p.message,
+                      info=p.info or {})  # fmt: skip
+
+        return report
+
+    def result(self, data: dict[str, Any]) -> None:
+        self.emit("result", command=self.command, data=data)

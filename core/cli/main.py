@@ -7,10 +7,16 @@ in the input (bad files, bad settings) print one clear line and exit with status
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+import traceback
 import warnings
 
 from ..errors import UserError
+from ..progress import Cancelled
+from .common import Session
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .training import add_train_commands
 
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--jsonl", action="store_true",
+        help="machine-readable: progress, result and errors as JSON lines on stdout",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     for register in (add_stats_command, add_train_commands, add_segment_commands):
         register(sub)
@@ -28,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    with warnings.catch_warnings():
+    session = Session(args.command, jsonl=args.jsonl)
+    args.session = session
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, session.request_cancel)
+        signal.signal(signal.SIGINT, session.request_cancel)
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         # Untagged tiles would warn once per file; the data README documents it.
         from rasterio.errors import NotGeoreferencedWarning
 
@@ -36,8 +51,23 @@ def main(argv: list[str] | None = None) -> int:
 
         warnings.simplefilter("ignore", NoCRSWarning)
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        if session.jsonl:  # stdout is the event channel: the commands' own text goes to stderr
+            stack.enter_context(contextlib.redirect_stdout(sys.stderr))
         try:
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            session.emit("error", message=str(exc), type=type(exc).__name__, field=exc.field)
             return 2
+        except Cancelled:
+            print("cancelled", file=sys.stderr)
+            session.emit("cancelled")
+            return 3
+        except Exception as exc:
+            if not session.jsonl:
+                raise
+            session.emit("error", message=f"{type(exc).__name__}: {exc}",
+                         type=type(exc).__name__, traceback=traceback.format_exc())  # fmt: skip
+            traceback.print_exc()
+            return 1
+    return code

@@ -8,6 +8,7 @@ prints them as one line and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
         tta=args.tta,
         overwrite=args.overwrite,
     )
-    result = segment_raster(args.model, args.raster, args.out, options, _progress_printer())
+    session = args.session
+    result = segment_raster(
+        args.model, args.raster, args.out, options,
+        session.progress(_progress_printer()), session.cancel,
+    )  # fmt: skip
+    data = dataclasses.asdict(result)
+    session.result(
+        {**data, "outputs": [str(p) for p in result.outputs], "summary": result.summary()}
+    )
     for path in result.outputs:
         print(f"wrote {path}")
     print(result.summary())
@@ -77,6 +86,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         resolution_cm=args.resolution_cm,
     )
     print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.1f} MB, opset {args.opset})")
+    args.session.result({"onnx": str(out)})
     return 0
 
 

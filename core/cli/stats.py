@@ -22,7 +22,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     # statistics are those of the training split and the balance is shown per split.
     cfg = SplitConfig(seed=args.seed, val=args.val, test=args.test, group_regex=args.group_regex)
     pairs = split_pairs(index, cfg)
-    summary = summarize(pairs, args.bands, stats_splits=("train",))
+    session = args.session
+    summary = summarize(
+        pairs, args.bands, stats_splits=("train",),
+        progress=session.progress(lambda _: None), cancel=session.cancel,
+    )  # fmt: skip
     bal = summary.balance
     out = {
         "dataset": str(index.root),
@@ -45,6 +49,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     }
     if args.save_stats:
         summary.stats.save(args.save_stats)
+    session.result(out)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

@@ -30,11 +30,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..training.loop import train
 
+    session = args.session
+    progress, cancel = session.progress(_progress_printer()), session.cancel
     if args.resume:
-        result = train(None, _progress_printer(), resume=args.resume)  # type: ignore[arg-type]
+        result = train(None, progress, cancel, resume=args.resume)  # type: ignore[arg-type]
     else:
         cfg = load_config(args.config, args.overrides)
-        result = train(cfg, _progress_printer())
+        result = train(cfg, progress, cancel)
+    session.result(
+        {"run_dir": str(result.run_dir), "model": str(Path(result.run_dir) / "model.pt"),
+         "status": result.status, "best_epoch": result.best_epoch,
+         "threshold": result.threshold, "metrics": result.metrics, "device": result.device}
+    )  # fmt: skip
     print(f"status {result.status}, best epoch {result.best_epoch}, device {result.device}")
     for split, m in result.metrics.items():
         print(
@@ -63,6 +70,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
     result = evaluate(model_path, args.dataset, args.split, args.threshold, out_csv=out_csv)
     m = {k: result.metrics.get(k) for k in METRIC_KEYS}
+    args.session.result({"metrics": m, "tiles": len(result.rows), "per_image_csv": str(out_csv)})
     if args.json:
         print(json.dumps(m))
     else:

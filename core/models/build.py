@@ -158,7 +158,12 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors name many types; report them as one
-        raise ModelFileError(f"{path}: not a loadable SolarSeg model file ({exc})") from None
+        # torch's message runs over many lines (and suggests weights_only=False, which
+        # would run code from the file): keep the reason, on one line.
+        reason = "damaged, another format, or objects that could run code; refused"
+        if "Weights only load failed" not in str(exc):
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ModelFileError(f"{path}: not a loadable SolarSeg model file ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path}: not a SolarSeg model file")
     if payload.get("version", 0) > MODEL_VERSION:

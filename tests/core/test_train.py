@@ -142,7 +142,10 @@ def test_resume_equals_an_uninterrupted_run(solafune, tmp_path):
     def history(run):
         rows = (run.run_dir / "history.csv").read_text().splitlines()
         header = rows[0].split(",")
-        return [{k: v for k, v in zip(header, r.split(","), strict=False) if k != "seconds"} for r in rows[1:]]
+        return [
+            {k: v for k, v in zip(header, r.split(","), strict=False) if k != "seconds"}
+            for r in rows[1:]
+        ]
 
     assert len(history(resumed)) == 3
     assert history(resumed) == history(straight)
