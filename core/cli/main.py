@@ -28,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    with warnings.catch_warnings():
+    import rasterio
+
+    # rasterio.Env: GDAL reports errors through Python logging (and the exceptions
+    # turned into UserErrors) rather than printing "ERROR 1: ..." lines on stderr.
+    with warnings.catch_warnings(), rasterio.Env():
         # Untagged tiles would warn once per file; the data README documents it.
         from rasterio.errors import NotGeoreferencedWarning
 
