@@ -17,6 +17,8 @@ import numpy as np
 import rasterio
 import rasterio.errors
 
+from ..errors import UserError
+
 try:  # GDAL errors rasterio raises directly (CPLE_OpenFailedError, CPLE_AppDefinedError...)
     from rasterio._err import CPLE_BaseError
 except ImportError:  # pragma: no cover - older/newer rasterio layouts
@@ -25,7 +27,6 @@ except ImportError:  # pragma: no cover - older/newer rasterio layouts
 # What rasterio/GDAL raise for a file that opens but whose blocks cannot be decoded.
 GDAL_ERRORS = (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError, CPLE_BaseError)
 
-from ..errors import UserError
 
 NODATA_SENTINEL = -9999.0
 
@@ -90,9 +91,7 @@ def open_raster(path: str | Path):
     try:
         return rasterio.open(path)
     except GDAL_ERRORS as exc:
-        raise RasterError(
-            f"{path}: not a readable raster ({short_reason(exc, path)})"
-        ) from None
+        raise RasterError(f"{path}: not a readable raster ({short_reason(exc, path)})") from None
 
 
 def raster_info(path: str | Path) -> RasterInfo:
