@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, session.request_cancel)
         signal.signal(signal.SIGINT, session.request_cancel)
-    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+    import rasterio
+
+    # rasterio.Env: GDAL reports errors through Python logging (and the exceptions
+    # turned into UserErrors) rather than printing "ERROR 1: ..." lines on stderr.
+    with warnings.catch_warnings(), rasterio.Env(), contextlib.ExitStack() as stack:
         # Untagged tiles would warn once per file; the data README documents it.
         from rasterio.errors import NotGeoreferencedWarning
 

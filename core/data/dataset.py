@@ -61,7 +61,13 @@ class TileDataset(Dataset):
         self.mean, self.std = mean, std
         self.factor = upscale
         self.augment_cfg = augment
+        self.seed = seed
+        # Augmentation/crop randomness of the main process (num_workers=0): one stream
+        # from ``seed``, so a run is reproducible. DataLoader workers replace it lazily
+        # (see :meth:`_rng`), otherwise every worker would copy this generator's state
+        # and repeat the same augmentation stream.
         self.rng = np.random.default_rng(seed)
+        self._rng_worker_seed: int | None = None
         self.cache: dict[int, Tile] | None = {} if cache else None
         self._prepared: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._prepared_bytes = 0
@@ -108,12 +114,27 @@ class TileDataset(Dataset):
             self._prepared_bytes += nbytes
         return out
 
+    def _rng(self) -> np.random.Generator:
+        """The generator for augmentations and crops.
+
+        In a DataLoader worker it is seeded from torch's per-worker seed (the loader's
+        base seed + worker id, new every epoch and derived from the loader's generator),
+        so workers never share a stream and a seeded loader stays reproducible.
+        """
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.seed != self._rng_worker_seed:
+            self.rng = np.random.default_rng([self.seed, info.seed])
+            self._rng_worker_seed = info.seed
+        return self.rng
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         image, mask, valid = self.prepared(i)
+        if self.crop is not None or self.augment_cfg is not None:
+            rng = self._rng()
         if self.crop is not None:
-            image, mask, valid = self._random_crop(i, image, mask, valid)
+            image, mask, valid = self._random_crop(i, image, mask, valid, rng)
         if self.augment_cfg is not None:
-            image, mask, valid = augment(image, mask, valid, self.augment_cfg, self.rng)
+            image, mask, valid = augment(image, mask, valid, self.augment_cfg, rng)
         return (
             torch.from_numpy(image),
             torch.from_numpy(mask.astype(np.float32))[None],
@@ -121,13 +142,18 @@ class TileDataset(Dataset):
         )
 
     def _random_crop(
-        self, i: int, image: np.ndarray, mask: np.ndarray, valid: np.ndarray
+        self,
+        i: int,
+        image: np.ndarray,
+        mask: np.ndarray,
+        valid: np.ndarray,
+        rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A ``crop`` x ``crop`` window inside the tile's upscaled extent (padding is at
         the bottom/right, so a tile smaller than the crop keeps its origin)."""
         h, w = (side * self.factor for side in self.native_shapes[i])
-        y = int(self.rng.integers(0, max(h - self.crop, 0) + 1))
-        x = int(self.rng.integers(0, max(w - self.crop, 0) + 1))
+        y = int(rng.integers(0, max(h - self.crop, 0) + 1))
+        x = int(rng.integers(0, max(w - self.crop, 0) + 1))
         window = (slice(y, y + self.crop), slice(x, x + self.crop))
         return (
             np.ascontiguousarray(image[(slice(None), *window)]),

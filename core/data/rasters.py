@@ -7,13 +7,26 @@ losses and metrics alike.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.errors
 
 from ..errors import UserError
+
+try:  # GDAL errors rasterio raises directly (CPLE_OpenFailedError, CPLE_AppDefinedError...)
+    from rasterio._err import CPLE_BaseError
+except ImportError:  # pragma: no cover - older/newer rasterio layouts
+    CPLE_BaseError = rasterio.errors.RasterioError
+
+# What rasterio/GDAL raise for a file that opens but whose blocks cannot be decoded.
+GDAL_ERRORS = (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError, CPLE_BaseError)
+
 
 NODATA_SENTINEL = -9999.0
 
@@ -34,6 +47,39 @@ class RasterInfo:
     nodata: float | None
 
 
+def short_reason(exc: BaseException, path: str | Path) -> str:
+    """GDAL's message on one short line, without the file name (the caller gives it)."""
+    text = str(exc)
+    for name in (f"'{path}'", f'"{path}"', str(path)):
+        text = text.replace(name, "")
+    text = text.replace("Read or write failed.", "")
+    text = re.sub(r"\s+", " ", text).strip(" ,.:;")
+    text = re.sub(r"^(band \d+)\s*[,:]?\s*", r"\1: ", text)
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return text or type(exc).__name__
+
+
+def read_error(path: str | Path, exc: BaseException) -> RasterError:
+    """The RasterError for band data that cannot be read (truncated or damaged file)."""
+    return RasterError(
+        f"{path}: cannot read band data (file truncated or damaged: {short_reason(exc, path)})"
+    )
+
+
+@contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Turn rasterio/GDAL errors raised while reading blocks of ``path`` into a
+    RasterError naming the file. A truncated GeoTIFF usually opens (its header is
+    intact) and fails only when a missing block is read, so every read goes here."""
+    try:
+        yield
+    except RasterError:
+        raise
+    except GDAL_ERRORS as exc:
+        raise read_error(path, exc) from None
+
+
 def open_raster(path: str | Path):
     """Open with rasterio, turning failures into a RasterError naming the file."""
     path = Path(path)
@@ -44,8 +90,8 @@ def open_raster(path: str | Path):
     # rasterio's NotGeoreferencedWarning once (CLI, plugin, pytest configuration).
     try:
         return rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise RasterError(f"{path}: not a readable raster ({exc})") from None
+    except GDAL_ERRORS as exc:
+        raise RasterError(f"{path}: not a readable raster ({short_reason(exc, path)})") from None
 
 
 def raster_info(path: str | Path) -> RasterInfo:
@@ -97,7 +143,8 @@ def read_image(
     """
     with open_raster(path) as src:
         sel = check_bands(bands, src.count, path)
-        data = src.read(sel, window=window)
+        with reading(path):
+            data = src.read(sel, window=window)
         valid = valid_mask(data, src.nodata)
     out = data.astype(np.float32, copy=False)
     if not valid.all():

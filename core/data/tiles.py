@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .discovery import Pair
-from .rasters import RasterError, check_bands, open_raster, valid_mask
+from .rasters import RasterError, check_bands, open_raster, reading, valid_mask
 
 
 class NoCRSWarning(UserWarning):
@@ -80,9 +80,12 @@ def read_tile(pair: Pair, bands: list[int] | None = None) -> Tile:
                 f"{pair.mask}: mask transform {tuple(msk.transform)[:6]} differs from image "
                 f"transform {tuple(img.transform)[:6]} ({pair.image.name})"
             )
-        data = img.read(sel)
+        with reading(pair.image):
+            data = img.read(sel)
         valid = valid_mask(data, img.nodata)
-        mask, mask_valid = read_mask_values(msk.read(1), msk.nodata, pair.mask)
+        with reading(pair.mask):
+            mask_data = msk.read(1)
+        mask, mask_valid = read_mask_values(mask_data, msk.nodata, pair.mask)
     valid &= mask_valid
     image = np.where(valid[None], data.astype(np.float32), np.float32(0))
     return Tile(id=pair.id, image=image, mask=mask, valid=valid)

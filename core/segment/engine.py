@@ -31,9 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 from rasterio.windows import Window as RioWindow
 
-from ..data.rasters import RasterError, check_bands, normalize, open_raster, valid_mask
+from ..data.rasters import (
+    RasterError,
+    check_bands,
+    normalize,
+    open_raster,
+    reading,
+    valid_mask,
+)
 from ..models.meta import ModelMeta, min_input_side
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from .backends import Backend, load_backend
@@ -242,13 +250,18 @@ class _WindowReader:
 
     def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
         src = self._dataset(win.row)
-        data = src.read(self.plan.bands, window=RioWindow(win.x, win.y, win.width, win.height))
+        with reading(self.plan.raster_path):
+            data = src.read(self.plan.bands, window=RioWindow(win.x, win.y, win.width, win.height))
         valid = valid_mask(data, self.plan.nodata)
         x = normalize(data.astype(np.float32, copy=False), valid, self.plan.mean, self.plan.std)
         return pad_to_tile(x, self.plan.tile), valid
 
     def read_batch(self, windows: list[Window]) -> _Batch:
-        xs, valids = zip(*(self.read(w) for w in windows), strict=True)
+        # A rasterio environment for this thread: GDAL then reports a failed block read
+        # through Python logging (and the RasterError) instead of printing
+        # "ERROR 1: ..." lines on stderr.
+        with rasterio.Env():
+            xs, valids = zip(*(self.read(w) for w in windows), strict=True)
         return _Batch(list(windows), np.stack(xs), list(valids))
 
     def close(self) -> None:

@@ -214,6 +214,8 @@ def train(
     train_idx = list(range(len(train_ds)))
     if cfg.data.skip_blank_in_loss:
         train_idx = [i for i, b in enumerate(_blank(train_ds)) if not b]
+    # The generator sets shuffling and each epoch's worker base seed; TileDataset seeds
+    # its augmentations from torch's per-worker seed, so workers never repeat a stream.
     generator = torch.Generator().manual_seed(cfg.train.seed)
     loader = DataLoader(
         torch.utils.data.Subset(train_ds, train_idx),
