@@ -7,8 +7,10 @@ run can be reproduced by feeding its ``config.yaml`` back to ``python -m core tr
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,49 +152,124 @@ class ConfigError(UserError, ValueError):
     """A configuration value or override is invalid."""
 
 
+#: Version of the config layout. Saved as ``config_version`` in ``config.yaml`` and in
+#: the model file; a config without it is version 1. Renaming or moving a setting
+#: bumps it and adds an entry to ``RENAMED`` so older run folders and model files
+#: still load (see :func:`migrate`).
+CONFIG_VERSION = 2
+
+#: ``RENAMED[v]`` maps dotted setting names of version ``v`` to their names in
+#: version ``v + 1``. Version 2 only added ``config_version`` itself.
+RENAMED: dict[int, dict[str, str]] = {1: {}}
+
+
+def migrate(d: dict[str, Any], version: int) -> dict[str, Any]:
+    """A config dict written at ``version`` brought up to :data:`CONFIG_VERSION`.
+
+    Renamed settings are moved to their new names (a value already at the new name
+    wins); the input is not modified. The result has no ``config_version`` key.
+    """
+    if version > CONFIG_VERSION:
+        raise ConfigError(
+            f"config_version {version} is newer than this SolarSeg ({CONFIG_VERSION}); "
+            "update the plugin"
+        )
+    out = copy.deepcopy(dict(d or {}))
+    out.pop("config_version", None)
+    for v in range(max(int(version), 1), CONFIG_VERSION):
+        for old, new in RENAMED.get(v, {}).items():
+            _move(out, old.split("."), new.split("."))
+    return out
+
+
+def _move(d: dict[str, Any], old: list[str], new: list[str]) -> None:
+    node = d
+    for k in old[:-1]:
+        node = node.get(k)
+        if not isinstance(node, dict):
+            return
+    if old[-1] not in node:
+        return
+    value = node.pop(old[-1])
+    target = d
+    for k in new[:-1]:
+        target = target.setdefault(k, {})
+    target.setdefault(new[-1], value)
+
+
+def config_version_of(d: dict[str, Any] | None, default: int = 1) -> int:
+    """The ``config_version`` of a stored config dict (``default`` when absent)."""
+    try:
+        return int((d or {}).get("config_version", default))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config_version must be an integer, got {d['config_version']!r}"
+        ) from None
+
+
+def stored_config_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config as saved in run folders and model files, with its ``config_version``."""
+    return {"config_version": CONFIG_VERSION, **to_dict(cfg)}
+
+
+def load_stored_config(d: dict[str, Any] | None, version: int | None = None) -> RunConfig:
+    """A config stored by an earlier run (model file, run folder): migrated from its
+    version, and lenient: unknown settings are ignored with a warning, not an error."""
+    if not d:
+        return RunConfig()
+    version = config_version_of(d) if version is None else version
+    return from_dict(RunConfig, migrate(d, version), strict=False)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict of a config dataclass (YAML/JSON/torch.save friendly)."""
     return dataclasses.asdict(cfg)
 
 
-def from_dict(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys."""
+def from_dict(cls: type, data: dict[str, Any] | None, where: str = "", strict: bool = True) -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys.
+
+    ``strict=False`` (configs stored by older runs) ignores unknown keys with a warning.
+    """
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(where + k for k in unknown)}")
+        listed = ", ".join(where + k for k in unknown)
+        if strict:
+            raise ConfigError(f"unknown setting(s) {listed}")
+        warnings.warn(f"stored config: ignoring unknown setting(s) {listed}", stacklevel=2)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
             continue
-        kwargs[f.name] = _coerce(hints[f.name], data[f.name], where + f.name)
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], where + f.name, strict)
     return cls(**kwargs)
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
+def _coerce(tp: Any, value: Any, where: str, strict: bool = True) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        return from_dict(tp, value, where + ".")
+        return from_dict(tp, value, where + ".", strict)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
+        return _coerce(inner[0], value, where, strict)
     if origin is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where} must be a list, got {value!r}")
-        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(args[0], v, f"{where}[{i}]", strict) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        return {k: _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+        return {k: _coerce(args[1], v, f"{where}.{k}", strict) for k, v in value.items()}
     try:
         if tp is bool:
             if isinstance(value, str):
@@ -254,9 +331,15 @@ def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     values: dict[str, Any] | None = None,
+    default_version: int = CONFIG_VERSION,
 ) -> RunConfig:
-    """Load a YAML run config (defaults when ``path`` is None), then apply typed
-    ``values`` (dotted keys, taken as they are) and finally the ``key=value`` overrides."""
+    """Load a YAML run config (defaults when ``path`` is None), migrate it, then apply
+    typed ``values`` (dotted keys, taken as they are) and finally the ``key=value``
+    overrides.
+
+    A file without ``config_version`` is taken as ``default_version`` (the current one
+    for a user's config; 1 for a run folder written before versioning).
+    """
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -268,6 +351,8 @@ def load_config(
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
+    # Unknown settings in a user's config stay an error, whatever the version.
+    data = migrate(data, config_version_of(data, default_version))
     for key, value in (values or {}).items():
         set_value(data, key, value)
     data = apply_overrides(data, overrides or [])
@@ -316,4 +401,4 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     from .io import atomic_write_text
 
-    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(Path(path), yaml.safe_dump(stored_config_dict(cfg), sort_keys=False))

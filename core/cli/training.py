@@ -121,8 +121,21 @@ def add_train_commands(sub) -> None:
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset split")
     p.add_argument("model", help="run folder or model file")
-    p.add_argument("dataset", nargs="?", default=None, help="dataset (default: the model's)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument(
+        "dataset",
+        nargs="?",
+        default=None,
+        help="dataset (default: the model's; its training split is reproduced and checked "
+        "against the model file). Another dataset is used as found, without the training "
+        "data.limit",
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "val", "test", "all"],
+        help="all: every tile. On another dataset, train/val/test are its predefined "
+        "split, or (none predefined) the model's seeded split settings applied to it",
+    )
     p.add_argument("--threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--csv", type=Path, default=None, help="per-image CSV path")
     p.add_argument("--json", action="store_true")

@@ -7,9 +7,12 @@ file names; with no group, each tile is its own group.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 import re
 from collections import defaultdict
+from pathlib import Path
 
 from ..config import SplitConfig
 from .discovery import DatasetError, DatasetIndex, Pair
@@ -80,3 +83,29 @@ def check_leakage(pairs: list[Pair]) -> None:
     if leaked:
         shown = ", ".join(f"{g} in {'+'.join(s)}" for g, s in sorted(leaked.items())[:10])
         raise LeakageError(f"{len(leaked)} group(s) appear in more than one split: {shown}")
+
+
+def dataset_folder(path: str | Path) -> Path:
+    """The folder a dataset's image paths are taken relative to (a CSV's own folder)."""
+    path = Path(os.path.abspath(path))
+    return path.parent if path.is_file() else path
+
+
+def _relative_name(image: Path, folders: list[Path]) -> str:
+    """The image path relative to the dataset folder (symlinks followed or not);
+    absolute when it lies outside."""
+    image = Path(os.path.abspath(image))
+    for folder in folders:
+        for candidate in (image, image.resolve()):
+            if candidate.is_relative_to(folder):
+                return candidate.relative_to(folder).as_posix()
+    return image.as_posix()
+
+
+def split_signature(pairs: list[Pair], dataset_path: str | Path) -> dict:
+    """What identifies a split: the dataset, the tile count and a SHA-256 of the sorted
+    ``image<TAB>split`` lines (images relative to the dataset folder, POSIX-style)."""
+    folders = [dataset_folder(dataset_path), dataset_folder(dataset_path).resolve()]
+    lines = [f"{_relative_name(p.image, folders)}\t{p.split or ''}" for p in pairs]
+    digest = hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+    return {"dataset": str(Path(dataset_path).resolve()), "tiles": len(pairs), "sha256": digest}

@@ -1,9 +1,12 @@
 """Evaluate a saved model on a dataset split, exactly as its training run did.
 
-The split is reproduced from the model's stored config (seed, fractions, group regex,
-limit), or taken from a manifest such as the run's ``split.csv``. Metrics come from
-integer counts summed over the whole split at native resolution; per-tile rows give
-the table the plugin's error analysis shows.
+On the model's own training dataset the split is reproduced from the model's stored
+config (seed, fractions, group regex, limit) and checked against the split hash saved
+in the model file. Any other dataset (including a manifest such as the run's
+``split.csv``) is used as found: ``all`` scores every tile, a predefined split is
+kept, and without one the seeded split settings are applied to it (never the limit).
+Metrics come from integer counts summed over the whole split at native resolution;
+per-tile rows give the table the plugin's error analysis shows.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig, from_dict
+from ..config import RunConfig, load_stored_config
 from ..data.dataset import TileDataset
-from ..data.discovery import Pair, find_dataset
-from ..data.splits import split_pairs
+from ..data.discovery import DatasetError, Pair, find_dataset
+from ..data.splits import split_pairs, split_signature
 from ..data.tiles import Tile
 from ..io import atomic_write_text
 from ..models.build import ModelMeta, load_model, min_input_side, resolve_device
@@ -49,13 +52,62 @@ class EvalResult:
     scan: ThresholdScan | None = None
 
 
-def split_of_model(meta: ModelMeta, dataset_path: str | Path | None) -> list[Pair]:
-    """The pairs with splits as the model's training run had them."""
-    cfg: RunConfig = from_dict(RunConfig, meta.config) if meta.config else RunConfig()
-    index = find_dataset(dataset_path if dataset_path is not None else cfg.data.path)
-    if cfg.data.limit and index.form != "manifest":
+class SplitMismatchError(DatasetError):
+    """The model's training dataset no longer gives the split the model was trained on."""
+
+
+def config_of_model(meta: ModelMeta) -> RunConfig:
+    """The model's training config, migrated from its version; unknown settings of an
+    older or newer stored config are ignored with a warning."""
+    return load_stored_config(meta.config, meta.config.get("config_version", meta.config_version))
+
+
+def training_dataset(meta: ModelMeta, cfg: RunConfig) -> Path:
+    """The dataset the model was trained on (absolute when the model file records it)."""
+    return Path(meta.split.get("dataset") or cfg.data.path)
+
+
+def is_training_dataset(meta: ModelMeta, cfg: RunConfig, dataset_path: str | Path | None) -> bool:
+    if dataset_path is None:
+        return True
+    return Path(dataset_path).resolve() == training_dataset(meta, cfg).resolve()
+
+
+def split_of_model(
+    meta: ModelMeta,
+    dataset_path: str | Path | None,
+    split: str = "test",
+    model_path: str | Path | None = None,
+) -> list[Pair]:
+    """The pairs to score for ``split``, with their split names.
+
+    The model's own dataset (``dataset_path`` None or the same path): the training
+    split, reproduced with the stored limit and split settings and checked against
+    the stored split hash (:class:`SplitMismatchError` when the dataset changed).
+    Another dataset: no training selection applies. ``all`` is every tile; otherwise
+    a predefined split is kept, or the stored seeded split settings (seed, fractions,
+    group regex) split that dataset, without the training ``data.limit``.
+    """
+    cfg = config_of_model(meta)
+    if not is_training_dataset(meta, cfg, dataset_path):
+        index = find_dataset(dataset_path)
+        return index.pairs if split == "all" else split_pairs(index, cfg.data.split)
+    path = training_dataset(meta, cfg)
+    index = find_dataset(path)
+    if cfg.data.limit:
         index.pairs = index.pairs[: cfg.data.limit]
-    return split_pairs(index, cfg.data.split)
+    pairs = split_pairs(index, cfg.data.split)
+    stored = meta.split
+    if stored.get("sha256"):
+        got = split_signature(pairs, path)
+        if got["sha256"] != stored["sha256"]:
+            raise SplitMismatchError(
+                f"{model_path or 'model'}: dataset {path} no longer gives the model's training "
+                f"split ({got['tiles']} tiles now, {stored.get('tiles')} at training, split hash "
+                "differs); the dataset changed: evaluate the run's split.csv or pass the "
+                "dataset explicitly as another dataset"
+            )
+    return pairs
 
 
 def tile_dataset(meta: ModelMeta, pairs: list[Pair]) -> TileDataset:
@@ -74,7 +126,7 @@ def tile_dataset(meta: ModelMeta, pairs: list[Pair]) -> TileDataset:
 
 def eval_batch_size(meta: ModelMeta) -> int:
     """The batch size the run evaluated with: same batches, bit-identical outputs."""
-    return int(meta.config.get("train", {}).get("eval_batch_size", 32)) if meta.config else 32
+    return config_of_model(meta).train.eval_batch_size
 
 
 def predict_dataset(
@@ -104,16 +156,20 @@ def predict_split(
     tta: bool | None = None,
     device: str = "auto",
 ) -> tuple[ModelMeta, list[TilePrediction]]:
-    """Load a model (run folder or model file) and predict one split (or ``all``)."""
+    """Load a model (run folder or model file) and predict one split (or ``all``).
+
+    The tiles are chosen by :func:`split_of_model`: the training split on the model's
+    own dataset, every tile (``all``) of another dataset.
+    """
     dev = resolve_device(device)
     model, meta = load_model(model_path, dev)
-    pairs = split_of_model(meta, dataset_path)
+    pairs = split_of_model(meta, dataset_path, split, model_path)
     if split != "all":
         pairs = [p for p in pairs if p.split == split]
     if not pairs:
         raise ValueError(f"split {split!r} has no tiles")
     if tta is None:
-        tta = bool(meta.config.get("train", {}).get("tta", False)) if meta.config else False
+        tta = config_of_model(meta).train.tta
     return meta, predict_dataset(model, meta, tile_dataset(meta, pairs), dev, tta, progress, cancel)
 
 
@@ -159,9 +215,18 @@ def evaluate(
     out_csv: str | Path | None = None,
     device: str = "auto",
 ) -> EvalResult:
-    """Metrics of a saved model on a split, at its stored threshold unless given."""
+    """Metrics of a saved model on a split, at its stored threshold unless given.
+
+    ``dataset_path`` None (or the model's training dataset): the split of training,
+    reproduced with the stored ``data.limit`` and split settings and verified against
+    the split hash in the model file (:class:`SplitMismatchError` if the dataset
+    changed). Another dataset: ``split="all"`` scores every one of its tiles; ``test``
+    / ``val`` / ``train`` use its predefined split, or, when it has none, the model's
+    seeded split settings (seed, fractions, group regex) applied to it. Training-time
+    tile selection (``data.limit``, the training split) never applies to it.
+    """
     meta, preds = predict_split(model_path, dataset_path, split, progress, cancel, device=device)
-    skip = bool(meta.config.get("data", {}).get("skip_blank_in_metrics", False))
+    skip = config_of_model(meta).data.skip_blank_in_metrics
     result = evaluate_predictions(preds, meta.threshold if threshold is None else threshold, skip)
     if out_csv is not None:
         write_per_image_csv(result.rows, out_csv)

@@ -50,6 +50,13 @@ class ModelMeta:
     model_params: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Layout version of ``config`` (core.config.CONFIG_VERSION when trained); model
+    # files written before it existed are version 1.
+    config_version: int = 1
+    # The training split, so evaluate can check it reproduces it (empty in older
+    # files): dataset (absolute path), tiles (count), sha256 (of the sorted
+    # "image<TAB>split" lines, image relative to the dataset folder).
+    split: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import RunConfig, from_dict, save_config, to_dict
+from ..config import CONFIG_VERSION, RunConfig, from_dict, save_config, stored_config_dict
 from ..data.dataset import TileDataset
 from ..data.discovery import Pair, find_dataset, write_manifest
-from ..data.splits import split_pairs
+from ..data.splits import split_pairs, split_signature
 from ..data.stats import BandStats, summarize
 from ..evaluation.metrics import ConfusionCounts, confusion
 from ..evaluation.predict import iter_batches, to_native
@@ -249,7 +249,9 @@ def train(
         upscale=cfg.data.upscale,
         pad_multiple=cfg.data.pad_multiple,
         model_params=dict(cfg.model.params),
-        config=to_dict(cfg),
+        config=stored_config_dict(cfg),
+        config_version=CONFIG_VERSION,
+        split=split_signature(pairs, cfg.data.path),
     )
     history: list[dict] = []
     start_epoch, best_epoch = 0, 0

@@ -51,7 +51,7 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
-    return load_config(path)
+    return load_config(path, default_version=1)
 
 
 def write_json(path: str | Path, data: Any) -> None:
