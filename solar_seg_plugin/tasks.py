@@ -11,16 +11,20 @@ partial output behind.
 
 from __future__ import annotations
 
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import yaml
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .common import log
+from .engine_process import EngineOutcome, default_engine_python, engine_command, run_engine
 
 # Emit at most this many info signals per second (stage changes and epoch ends always).
 INFO_RATE = 10.0
@@ -109,21 +113,79 @@ def start(task: EngineTask) -> EngineTask:
     return task
 
 
-class TrainTask(EngineTask):
-    """``core.training.loop.train(cfg)``; cancel stops within one batch and keeps the best model."""
+def engine_python() -> str:
+    """The Python the engine runs in (see :mod:`.engine_process`)."""
+    from .common import Settings
+    from .deps import python_executable
 
-    def __init__(self, cfg: Any) -> None:
-        super().__init__(f"SolarSeg: train {cfg.name}")
-        self.cfg = cfg
+    return default_engine_python(Settings().get("engine_python", "", str), python_executable())
+
+
+class EngineProcessTask(EngineTask):
+    """Runs ``python -m solar_seg_plugin.core --jsonl ARGS`` in the engine's own Python.
+
+    Progress events drive the task's progress and ``info`` signal; Cancel sends SIGTERM;
+    an engine error, or a crash of the engine process, becomes :attr:`error` (one line)
+    while QGIS carries on.
+    """
+
+    def __init__(self, description: str, args: list[str], python: str | None = None) -> None:
+        super().__init__(description)
+        self.args = list(args)
+        self.python = python or engine_python()
+        self.outcome: EngineOutcome | None = None
+
+    def _event(self, event: dict) -> None:
+        if event.get("event") == "progress":
+            self.progress(
+                SimpleNamespace(
+                    stage=event.get("stage", ""), fraction=event.get("fraction", 0.0),
+                    message=event.get("message", ""), info=event.get("info") or {},
+                )
+            )  # fmt: skip
 
     def work(self) -> Any:
-        from .core.training.loop import train
+        log(f"engine: {' '.join(engine_command(self.python, self.args))}")
+        self.outcome = run_engine(self.python, self.args, self._event, self.isCanceled)
+        if self.outcome.stderr_tail:
+            log("engine output (last lines):\n" + "\n".join(self.outcome.stderr_tail))
+        if self.outcome.error:
+            raise EngineError(self.outcome.error)
+        if self.outcome.cancelled and self.outcome.result is None:
+            self.cancelled = True
+            return None
+        return self.convert(self.outcome.result or {})
 
-        return train(self.cfg, progress=self.progress, cancel=self.cancel_check)
+    def convert(self, data: dict) -> Any:
+        """The result event's data as the owner wants it (default: the dict)."""
+        return data
+
+
+class EngineError(Exception):
+    """The engine reported an error, or its process died: the message is one line."""
+
+
+class TrainTask(EngineProcessTask):
+    """``train`` in the engine process; Cancel stops it within one batch and the engine
+    keeps the best model (run status "cancelled")."""
+
+    def __init__(self, cfg: Any, python: str | None = None) -> None:
+        from .core.config import to_dict
+
+        self.config_file = Path(tempfile.mkstemp(prefix="solarseg-", suffix=".yaml")[1])
+        self.config_file.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        super().__init__(f"SolarSeg: train {cfg.name}", ["train", "--config",
+                         str(self.config_file)], python)  # fmt: skip
+        self.cfg = cfg
+
+    def convert(self, data: dict) -> Any:
+        return SimpleNamespace(**{**data, "run_dir": Path(data["run_dir"])})
 
     def run(self) -> bool:
-        ok = super().run()
-        # Training honours cancel by returning status "cancelled" with the best model kept.
+        try:
+            ok = super().run()
+        finally:
+            self.config_file.unlink(missing_ok=True)
         if self.result is not None and getattr(self.result, "status", "") == "cancelled":
             self.cancelled = True
         return ok
