@@ -9,6 +9,8 @@ PROFILES="${SOLARSEG_PROFILES:-$REPO/.qgis-profile}"
 bash "$REPO/scripts/install_plugin.sh" "$PROFILES/profiles/default" >/dev/null
 SITE="$(ls -d "$REPO"/.venv/lib/python3*/site-packages | head -n1)"
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+# The engine's own Python (training and segmentation run there, in a subprocess).
+export SOLARSEG_ENGINE_PYTHON="$REPO/.venv/bin/python"
 unset QT_QPA_PLATFORM
 SCENE="$REPO/../shared/data/scenes/rgbn_haiti_5m.tif"
 ARGS=(--nologo --noversioncheck --profiles-path "$PROFILES")

@@ -264,6 +264,7 @@ TIMER.timeout.connect(tick)
 QTimer.singleShot(2000, lambda: TIMER.start(200))
 PY
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export SOLARSEG_ENGINE_PYTHON="$REPO/.venv/bin/python"
 # SOLARSEG_RUN=<run folder> skips training and reuses that run.
 export SOLARSEG_TILES="${SOLARSEG_TILES:-500}" SOLARSEG_EPOCHS="${SOLARSEG_EPOCHS:-6}"
 export SOLARSEG_SHOTS="$OUT" SOLARSEG_WORK="$WORK" SOLARSEG_DATA="$(realpath "$REPO/../shared/data")"
