@@ -19,3 +19,11 @@ class UserError(Exception):
         super().__init__(message)
         if field is not None:
             self.field = field
+
+
+class InputError(UserError, ValueError):
+    """A value the user chose cannot work (unknown encoder, tile too small, no GPU...)."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A file or folder the user named is not there, or is not what it should be."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..io import atomic_write_text
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from .discovery import Pair
@@ -145,9 +146,9 @@ def summarize(
         if i % 50 == 0 or i == len(pairs) - 1:
             progress(Progress("stats", (i + 1) / len(pairs), f"{i + 1}/{len(pairs)} tiles"))
     if acc is None:
-        raise ValueError("no pairs to summarise")
+        raise InputError("no pairs to summarise")
     if not acc.n.any():
-        raise ValueError(f"no valid pixels in split(s) {stats_splits} to compute band statistics")
+        raise InputError(f"no valid pixels in split(s) {stats_splits} to compute band statistics")
     std = np.sqrt(acc.m2 / np.maximum(acc.n, 1))
     stats = BandStats(
         bands=list(band_numbers),

@@ -24,6 +24,7 @@ from ..data.dataset import TileDataset
 from ..data.discovery import DatasetError, Pair, find_dataset
 from ..data.splits import split_pairs, split_signature
 from ..data.tiles import Tile
+from ..errors import InputError
 from ..io import atomic_write_text
 from ..models.build import ModelMeta, load_model, min_input_side, resolve_device
 from ..progress import CancelFn, ProgressFn, never_cancel, no_progress
@@ -167,7 +168,7 @@ def predict_split(
     if split != "all":
         pairs = [p for p in pairs if p.split == split]
     if not pairs:
-        raise ValueError(f"split {split!r} has no tiles")
+        raise InputError(f"split {split!r} has no tiles")
     if tta is None:
         tta = config_of_model(meta).train.tta
     return meta, predict_dataset(model, meta, tile_dataset(meta, pairs), dev, tta, progress, cancel)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..io import atomic_write_bytes
 from .meta import (  # noqa: F401  (re-exported: the model file's public names)
     MIN_INPUT_SIDE,
@@ -50,7 +51,7 @@ def build_model(
     names = {n.lower(): n for n in _smp_architectures()}
     key = arch.replace("_", "").replace("-", "").lower()
     if key not in names:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(names.values())}")
+        raise InputError(f"unknown architecture {arch!r}; choose one of {sorted(names.values())}")
     cls = getattr(smp, names[key])
     _check_params(cls, params or {})
     local = None
@@ -66,9 +67,9 @@ def build_model(
             **(params or {}),
         )
     except KeyError as exc:
-        raise ValueError(f"unknown encoder {encoder!r} for {arch}: {exc}") from None
+        raise InputError(f"unknown encoder {encoder!r} for {arch}: {exc}") from None
     except TypeError as exc:
-        raise ValueError(f"{arch}: invalid model.params {params}: {exc}") from None
+        raise InputError(f"{arch}: invalid model.params {params}: {exc}") from None
     if local is not None:
         _load_local_encoder(model, local)
     return model
@@ -86,7 +87,7 @@ def _check_params(cls: type, params: dict[str, Any]) -> None:
     fixed = {"encoder_name", "encoder_weights", "in_channels", "classes", "activation"}
     unknown = sorted(set(params) - (named - fixed))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{cls.__name__}: invalid model.params {unknown}; valid: {sorted(named - fixed)}"
         )
 
@@ -190,5 +191,5 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is available")
     return torch.device(name)

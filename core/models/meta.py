@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import InputError, UserError
 
 MODEL_FORMAT = "solarseg-model"
 MODEL_VERSION = 1
@@ -70,7 +70,7 @@ def check_input_side(arch: str, height: int, width: int) -> None:
     """Refuse an input too small for the architecture, naming the minimum size."""
     need = min_input_side(arch)
     if min(height, width) < need:
-        raise ValueError(
+        raise InputError(
             f"{arch} needs inputs of at least {need}x{need} pixels (after upscaling and "
             f"padding), got {height}x{width}; use a larger tile or upscale factor"
         )

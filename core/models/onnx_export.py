@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..io import atomic_path
 from .build import load_model
 from .meta import ONNX_META_KEY, ModelMeta
@@ -75,12 +76,12 @@ def _override(meta: ModelMeta, tile_size: int | None, overlap: int | None) -> Mo
     tile = meta.tile_size if tile_size is None else int(tile_size)
     ovl = meta.overlap if overlap is None else int(overlap)
     if tile < 1 or (tile * meta.upscale) % meta.pad_multiple:
-        raise ValueError(
+        raise InputError(
             f"tile size {tile} x upscale {meta.upscale} must be a positive multiple of the "
             f"model's pad multiple {meta.pad_multiple}"
         )
     if not 0 <= ovl < tile:
-        raise ValueError(f"overlap must be in [0, tile size {tile}), got {ovl}")
+        raise InputError(f"overlap must be in [0, tile size {tile}), got {ovl}")
     return replace(meta, tile_size=tile, overlap=ovl)
 
 

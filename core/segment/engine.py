@@ -42,6 +42,7 @@ from ..data.rasters import (
     reading,
     valid_mask,
 )
+from ..errors import InputError
 from ..models.meta import ModelMeta, min_input_side
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from .backends import Backend, load_backend
@@ -87,24 +88,24 @@ class SegmentOptions:
 
     def validate(self) -> None:
         if self.tile_size is not None and self.tile_size < 1:
-            raise ValueError(f"tile size must be positive, got {self.tile_size}")
+            raise InputError(f"tile size must be positive, got {self.tile_size}")
         if self.overlap is not None and self.overlap < 0:
-            raise ValueError(f"overlap must be >= 0, got {self.overlap}")
+            raise InputError(f"overlap must be >= 0, got {self.overlap}")
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+            raise InputError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be 'torch' or 'onnx', got {self.backend!r}")
+            raise InputError(f"backend must be 'torch' or 'onnx', got {self.backend!r}")
         if self.probability_dtype not in PROBABILITY_DTYPES:
-            raise ValueError(
+            raise InputError(
                 f"probability dtype must be one of {PROBABILITY_DTYPES}, "
                 f"got {self.probability_dtype!r}"
             )
         if self.min_area_m2 < 0:
-            raise ValueError(f"minimum area must be >= 0 m², got {self.min_area_m2}")
+            raise InputError(f"minimum area must be >= 0 m², got {self.min_area_m2}")
         if self.bands is not None and not self.bands:
-            raise ValueError("band mapping is empty")
+            raise InputError("band mapping is empty")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from ..data.dataset import TileDataset
 from ..data.discovery import Pair, find_dataset, write_manifest
 from ..data.splits import split_pairs, split_signature
 from ..data.stats import BandStats, summarize
+from ..errors import InputError
 from ..evaluation.metrics import ConfusionCounts, confusion
 from ..evaluation.predict import iter_batches, to_native
 from ..io import atomic_write_bytes
@@ -68,7 +69,7 @@ def prepare_data(cfg: RunConfig) -> tuple[list[Pair], BandStats, dict]:
     pairs = split_pairs(index, cfg.data.split)
     missing = [s for s in ("train", "val") if not any(p.split == s for p in pairs)]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{cfg.data.path}: the split has no {' and no '.join(missing)} tiles "
             f"({len(pairs)} pairs); use more data or larger split fractions"
         )

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import LossTerm
+from ..errors import InputError
 
 
 def _prepare(logits: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -141,7 +142,7 @@ class JaccardLoss(nn.Module):
     ) -> None:
         super().__init__()
         if pos_weight + neg_weight <= 0:
-            raise ValueError("jaccard: pos_weight + neg_weight must be > 0")
+            raise InputError("jaccard: pos_weight + neg_weight must be > 0")
         self.pos_weight = float(pos_weight)
         self.neg_weight = float(neg_weight)
         self.smooth = float(smooth)
@@ -242,16 +243,16 @@ LOSSES: dict[str, type[nn.Module]] = {
 def build_loss(terms: Sequence[LossTerm]) -> CombinedLoss:
     """A :class:`CombinedLoss` from config terms; ``ValueError`` on unknown names or params."""
     if not terms:
-        raise ValueError(f"no loss terms given; valid names: {', '.join(LOSSES)}")
+        raise InputError(f"no loss terms given; valid names: {', '.join(LOSSES)}")
     built: list[tuple[float, nn.Module]] = []
     for term in terms:
         cls = LOSSES.get(term.name)
         if cls is None:
-            raise ValueError(f"unknown loss term {term.name!r}; valid names: {', '.join(LOSSES)}")
+            raise InputError(f"unknown loss term {term.name!r}; valid names: {', '.join(LOSSES)}")
         allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
         unknown = sorted(set(term.params) - set(allowed))
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"loss term {term.name!r}: unknown param(s) {', '.join(unknown)}; "
                 f"valid params: {', '.join(allowed)}"
             )

@@ -22,6 +22,7 @@ import torch
 
 from ..config import RunConfig, from_dict, load_config, to_dict
 from ..data.discovery import find_dataset
+from ..errors import MissingInputError
 from ..evaluation.evaluate import (
     evaluate_predictions,
     predict_dataset,
@@ -50,7 +51,7 @@ def new_run_dir(cfg: RunConfig) -> Path:
 def load_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.yaml)")
+        raise MissingInputError(f"{run_dir}: not a run folder (no config.yaml)")
     return load_config(path, default_version=1)
 
 
@@ -220,7 +221,7 @@ def make_plots(run_dir: Path, scans: dict, results: dict, threshold: float) -> N
 def load_metrics(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "metrics.json"
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: no metrics.json (run unfinished or cancelled?)")
+        raise MissingInputError(f"{run_dir}: no metrics.json (run unfinished or cancelled?)")
     return json.loads(path.read_text())
 
 
