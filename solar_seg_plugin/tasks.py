@@ -241,8 +241,25 @@ class SegmentOutcome:
     metrics: dict | None = None
 
 
-class SegmentTask(EngineTask):
-    """``core.segment.segment_raster``; with ground truth also the error overlay."""
+def segment_args(model_path: Path, raster_path: Path, out_dir: Path, o: Any) -> list[str]:
+    """``python -m core segment`` arguments for :class:`core.segment.SegmentOptions`."""
+    args = ["segment", str(model_path), str(raster_path), "--out", str(out_dir),
+            "--backend", o.backend, "--device", o.device, "--batch-size", str(o.batch_size),
+            "--probability-dtype", o.probability_dtype, "--min-area", str(o.min_area_m2)]  # fmt: skip
+    for flag, value in (("--tile", o.tile_size), ("--overlap", o.overlap),
+                        ("--threshold", o.threshold)):  # fmt: skip
+        if value is not None:
+            args += [flag, str(value)]
+    if o.bands:
+        args += ["--bands", ",".join(str(b) for b in o.bands)]
+    args += [flag for flag, on in (("--polygons", o.polygons), ("--tta", o.tta),
+                                   ("--overwrite", o.overwrite)) if on]  # fmt: skip
+    return args
+
+
+class SegmentTask(EngineProcessTask):
+    """``segment`` in the engine process; with ground truth also the error overlay
+    (computed here from the written probability raster)."""
 
     def __init__(
         self,
@@ -251,23 +268,17 @@ class SegmentTask(EngineTask):
         out_dir: str | Path,
         options: Any,
         ground_truth: str | Path | None = None,
+        python: str | None = None,
     ) -> None:
-        super().__init__(f"SolarSeg: segment {Path(raster_path).name}")
         self.model_path, self.raster_path = Path(model_path), Path(raster_path)
         self.out_dir, self.options = Path(out_dir), options
         self.ground_truth = Path(ground_truth) if ground_truth else None
+        args = segment_args(self.model_path, self.raster_path, self.out_dir, options)
+        super().__init__(f"SolarSeg: segment {self.raster_path.name}", args, python)
 
-    def work(self) -> SegmentOutcome:
-        from .core.segment import segment_raster
-
-        result = segment_raster(
-            self.model_path,
-            self.raster_path,
-            self.out_dir,
-            self.options,
-            progress=self.progress,
-            cancel=self.cancel_check,
-        )
+    def convert(self, data: dict) -> SegmentOutcome:
+        paths = {k: Path(v) if v else None for k, v in data.items() if k.endswith("_path")}
+        result = SimpleNamespace(**{**data, **paths})
         outcome = SegmentOutcome(result)
         if self.ground_truth is not None:
             from .analysis.rasters import write_scene_errors

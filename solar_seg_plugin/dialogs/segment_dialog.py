@@ -401,7 +401,7 @@ class SegmentDialog(QDialog):
             self.status.setText(tr("Could not add the outputs: {}").format(exc))
             return
         r = task.result.result
-        text = r.summary()
+        text = r.summary  # the engine's one-line summary (result event of `segment`)
         if task.result.metrics is not None:
             m = task.result.metrics
             text += tr(" — against the ground truth: IoU {:.4f}, F1 {:.4f}").format(
