@@ -138,7 +138,8 @@ def run_engine(
         if kind == "result":
             outcome.result = event.get("data") or {}
         elif kind == "error":
-            outcome.error = str(event.get("message", "")).splitlines()[0] if event else ""
+            message = str(event.get("message") or "the engine reported an error")
+            outcome.error = message.splitlines()[0]
             outcome.error_type = str(event.get("type", ""))
             outcome.field = event.get("field")
         elif kind == "cancelled":

@@ -270,7 +270,7 @@ def train(
         best_score, stale = ck["best_score"], ck["stale"]
         if "scaler" in ck:
             scaler.load_state_dict(ck["scaler"])
-        _set_random_states(ck, generator, train_ds)
+        _set_random_states(ck, generator, train_ds, cfg.train.seed)
 
     status = "completed"
     t_start = time.monotonic()
@@ -408,10 +408,10 @@ def _random_states(generator: torch.Generator, train_ds) -> dict:
     }
 
 
-def _set_random_states(ck: dict, generator: torch.Generator, train_ds) -> None:
+def _set_random_states(ck: dict, generator: torch.Generator, train_ds, seed: int) -> None:
     torch.set_rng_state(ck["rng"])
     if "rng_python" not in ck:  # checkpoints from before exact resume: data order only
-        generator.manual_seed(int(torch.initial_seed()) + ck["epoch"] + 1)
+        generator.manual_seed(seed + ck["epoch"] + 1)
         return
     version, internal, gauss = ck["rng_python"]
     random.setstate((version, tuple(internal), gauss))

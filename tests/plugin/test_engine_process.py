@@ -90,3 +90,14 @@ def test_cancel_terminates_the_engine_and_keeps_the_best_model(qgis_app, solafun
     assert task.result.status == "cancelled" and task.result.best_epoch >= 1
     assert Path(task.result.model).is_file()
     assert not task.config_file.exists()  # the temporary config is removed
+
+
+def test_an_error_event_without_message_is_still_a_message(tmp_path):
+    from solar_seg_plugin.engine_process import run_engine
+
+    # A stand-in engine Python that prints an error event with an empty message.
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho \'{"event": "error", "message": ""}\'\nexit 2\n')
+    fake.chmod(0o755)
+    out = run_engine(str(fake), ["stats", "x"])
+    assert out.returncode == 2 and out.error == "the engine reported an error"
