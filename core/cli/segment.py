@@ -102,6 +102,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         tile_size=args.tile,
         overlap=args.overlap,
         resolution_cm=args.resolution_cm,
+        profile=args.profile,
     )
     print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.1f} MB, opset {args.opset})")
     args.session.result({"onnx": str(out)})
@@ -168,5 +169,12 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--overlap", type=int, default=None, help="overlap to store (source px)")
     e.add_argument(
         "--resolution-cm", type=float, default=None, help="source pixel size in cm, if known"
+    )
+    e.add_argument(
+        "--profile",
+        choices=("solarseg", "deepness"),
+        default="solarseg",
+        help="solarseg: for `segment --backend onnx` (dynamic tile size); deepness: for the "
+        "Deepness QGIS plugin (fixed tile, JSON metadata, its /255 standardisation)",
     )
     e.set_defaults(func=cmd_export_onnx)
