@@ -150,7 +150,7 @@ class EngineProcessTask(EngineTask):
         if self.outcome.stderr_tail:
             log("engine output (last lines):\n" + "\n".join(self.outcome.stderr_tail))
         if self.outcome.error:
-            raise EngineError(self.outcome.error)
+            raise EngineError(self.outcome.error, self.outcome.problems)
         if self.outcome.cancelled and self.outcome.result is None:
             self.cancelled = True
             return None
@@ -162,7 +162,14 @@ class EngineProcessTask(EngineTask):
 
 
 class EngineError(Exception):
-    """The engine reported an error, or its process died: the message is one line."""
+    """The engine reported an error, or its process died: the message is one line;
+    ``problems`` are the refused inputs keyed by field (``{field: message}``)."""
+
+    def __init__(self, message: str, problems: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.problems: dict[str, str] = {}
+        for p in problems or []:
+            self.problems.setdefault(p["field"], p["message"])
 
 
 class TrainTask(EngineProcessTask):
