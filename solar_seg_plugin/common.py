@@ -82,3 +82,19 @@ def parse_bands(text: str) -> list[int] | None:
 
 def format_bands(bands: list[int] | None) -> str:
     return "" if not bands else ",".join(str(b) for b in bands)
+
+
+def raster_shape(path: str | Path) -> tuple[int, int, int]:
+    """(bands, width, height) of a raster, read with QGIS's own GDAL; OSError with one
+    line naming the file when GDAL cannot open it."""
+    from osgeo import gdal
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # no "ERROR 4" lines; the message says it
+    try:
+        ds = gdal.Open(str(path))
+        reason = gdal.GetLastErrorMsg()
+    finally:
+        gdal.PopErrorHandler()
+    if ds is None:
+        raise OSError(f"{path}: {reason.splitlines()[0] if reason else 'not a readable raster'}")
+    return ds.RasterCount, ds.RasterXSize, ds.RasterYSize

@@ -14,6 +14,7 @@ from qgis.PyQt.QtWidgets import QAction, QDockWidget, QPushButton, QToolBar, QWi
 
 from . import deps
 from .common import PLUGIN_NAME, icon, tr
+from .dialogs.widgets import safe_slot
 
 MENU = "&SolarSeg"
 # The engine warns once per tile without CRS; inside QGIS every warning becomes a line in
@@ -110,7 +111,7 @@ class SolarSegPlugin:
     def _add_action(self, name: str, text: str, slot: Callable[[], Any], icon_name: str) -> QAction:
         action = QAction(icon(icon_name), text, self.iface.mainWindow())
         action.setObjectName(name)
-        action.triggered.connect(lambda _checked=False: slot())
+        action.triggered.connect(safe_slot(lambda _checked=False: slot()))
         self.toolbar.addAction(action)
         self.iface.addPluginToRasterMenu(MENU, action)
         self.actions.append(action)

@@ -297,6 +297,19 @@ class SegmentTask(EngineProcessTask):
         return outcome
 
 
+class ModelInfoTask(EngineProcessTask):
+    """What a model file says about itself (engine ``info``: bands, normalisation,
+    threshold, tile, upscale...), read in the engine process."""
+
+    def __init__(self, model_path: str | Path, python: str | None = None) -> None:
+        self.model_path = str(model_path)
+        super().__init__(f"SolarSeg: read {Path(model_path).name}", ["info", self.model_path],
+                         python)  # fmt: skip
+
+    def convert(self, data: dict) -> Any:
+        return SimpleNamespace(**data)
+
+
 @dataclass
 class DatasetOverview:
     form: str

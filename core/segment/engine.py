@@ -48,13 +48,13 @@ from ..models.meta import ModelMeta, min_input_side
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from .backends import Backend, load_backend, read_meta
 from .blend import StripBlender
+from .options import SegmentOptions
 from .polygons import polygonize_mask, raster_area_m2
 from .resample import downscale_mean, upscale_bicubic
 from .windows import Window, WindowGrid, pad_to_tile
 from .writers import (
     MASK_FILENAME,
     POLYGONS_FILENAME,
-    PROBABILITY_DTYPES,
     PROBABILITY_FILENAME,
     OutputRasters,
     RasterGrid,
@@ -64,60 +64,6 @@ from .writers import (
 
 # Share of the progress bar given to polygonizing when polygons are asked for.
 POLYGON_PROGRESS_SHARE = 0.05
-
-
-@dataclass
-class SegmentOptions:
-    """How to segment. ``None`` means "the model's value" (tile size, overlap and
-    threshold are stored in the model file / ONNX metadata; 256, 64 and 0.5 unless
-    training chose otherwise)."""
-
-    tile_size: int | None = None  # source pixels per window side
-    overlap: int | None = None  # source pixels shared by neighbouring windows
-    batch_size: int = 8
-    threshold: float | None = None
-    # 1-based raster band numbers mapped onto the model's inputs in order; overrides the
-    # model's own band selection (e.g. [3, 2, 1, 1] for a 3-band raster).
-    bands: list[int] | None = None
-    backend: str = "torch"  # "torch" or "onnx"
-    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
-    probability_dtype: str = "float32"  # "float32" (0..1) or "uint8" (0..254, 255 nodata)
-    polygons: bool = False
-    min_area_m2: float = 0.0
-    tta: bool = False  # flip test-time augmentation (4 passes, averaged)
-    overwrite: bool = False
-
-    def problems(self) -> list[Problem]:
-        """Option values that cannot work, keyed by option name."""
-        out: list[Problem] = []
-        if self.tile_size is not None and self.tile_size < 1:
-            out.append(Problem("tile_size", f"tile size must be positive, got {self.tile_size}"))
-        if self.overlap is not None and self.overlap < 0:
-            out.append(Problem("overlap", f"overlap must be >= 0, got {self.overlap}"))
-        if self.batch_size < 1:
-            out.append(Problem("batch_size", f"batch size must be >= 1, got {self.batch_size}"))
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            out.append(Problem("threshold", f"threshold must be in [0, 1], got {self.threshold}"))
-        if self.backend not in ("torch", "onnx"):
-            out.append(
-                Problem("backend", f"backend must be 'torch' or 'onnx', got {self.backend!r}")
-            )
-        if self.probability_dtype not in PROBABILITY_DTYPES:
-            out.append(
-                Problem(
-                    "probability_dtype",
-                    f"probability dtype must be one of {PROBABILITY_DTYPES}, "
-                    f"got {self.probability_dtype!r}",
-                )
-            )
-        if self.min_area_m2 < 0:
-            out.append(Problem("min_area", f"minimum area must be >= 0 m², got {self.min_area_m2}"))
-        if self.bands is not None and not self.bands:
-            out.append(Problem("bands", "band mapping is empty"))
-        return out
-
-    def validate(self) -> None:
-        raise_problems(self.problems())
 
 
 @dataclass
@@ -195,7 +141,11 @@ def _plan(raster_path: Path, meta: ModelMeta, options: SegmentOptions) -> _Plan:
                 f"{meta.in_channels} input(s) (its own selection: bands {model_bands})",
                 "bands",
             )
-        bands = check_bands(bands, count, raster_path)
+        try:
+            bands = check_bands(bands, count, raster_path)
+        except RasterError as exc:
+            exc.field = "bands"  # the mapping is at fault, not the raster
+            raise
     else:
         bands = model_bands
         missing = [b for b in bands if b > count]

@@ -31,7 +31,7 @@ from .. import tasks
 from ..common import PLUGIN_NAME, Settings, tr
 from .chart import HistoryChart
 from .config_form import ConfigForm
-from .widgets import ERROR_STYLE, format_eta
+from .widgets import ERROR_STYLE, format_eta, safe_slot
 
 BALANCE_COLUMNS = [
     ("tiles", "Tiles"),
@@ -108,9 +108,9 @@ class TrainDialog(QDialog):
             buttons.addWidget(b)
         lay.addLayout(buttons)
 
-        self.reset_button.clicked.connect(self.reset_defaults)
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.reset_button.clicked.connect(safe_slot(lambda _c=False: self.reset_defaults()))
+        self.start_button.clicked.connect(safe_slot(lambda _c=False: self.start()))
+        self.cancel_button.clicked.connect(safe_slot(lambda _c=False: self.cancel()))
         self.close_button.clicked.connect(self.close)
         self.form.changed.connect(self._setting_changed)
         if self.form.fields["data.path"].get():
@@ -184,7 +184,7 @@ class TrainDialog(QDialog):
         lay.addWidget(self.summary_table)
         self.inspect_button = QPushButton(tr("Inspect errors of this run…"))
         self.inspect_button.setEnabled(False)
-        self.inspect_button.clicked.connect(self.inspect)
+        self.inspect_button.clicked.connect(safe_slot(lambda _c=False: self.inspect()))
         lay.addWidget(self.inspect_button)
         return box
 
@@ -243,7 +243,7 @@ class TrainDialog(QDialog):
         except (ConfigError, ValueError):
             split_cfg, limit = SplitConfig(), None
         task = tasks.DatasetSummaryTask(path, limit, split_cfg)
-        task.done.connect(lambda ok, t=task: self._dataset_done(t, ok))
+        task.done.connect(safe_slot(lambda ok, t=task: self._dataset_done(t, ok)))
         self.summary_task = tasks.start(task)
 
     def _dataset_done(self, task: tasks.DatasetSummaryTask, ok: bool) -> None:
@@ -326,8 +326,8 @@ class TrainDialog(QDialog):
         for label in self.labels.values():
             label.setText("–")
         self.task = tasks.TrainTask(cfg)
-        self.task.info.connect(self.on_info)
-        self.task.done.connect(lambda ok, t=self.task: self.on_done(t, ok))
+        self.task.info.connect(safe_slot(self.on_info))
+        self.task.done.connect(safe_slot(lambda ok, t=self.task: self.on_done(t, ok)))
         self._set_running(True)
         tasks.start(self.task)
         return True

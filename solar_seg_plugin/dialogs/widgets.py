@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from qgis.core import Qgis
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QDialog,
@@ -16,9 +22,34 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..common import Settings, tr
+from ..common import Settings, log, tr
 
 ERROR_STYLE = "color: #c0392b;"
+
+
+def safe_slot(slot: Callable[..., Any]) -> Callable[..., Any]:
+    """``slot`` for a Qt signal, made safe: PyQt aborts the whole of QGIS (qFatal) when
+    a Python slot raises, so an exception is logged with its traceback and shown in
+    QGIS's message bar instead."""
+
+    @functools.wraps(slot)
+    def run(*args: Any) -> Any:
+        try:
+            return slot(*args)
+        except Exception as exc:  # a bug in a slot must not take QGIS down
+            log(f"SolarSeg: {type(exc).__name__}: {exc}\n{traceback.format_exc()}", Qgis.Critical)
+            try:
+                from qgis.utils import iface
+
+                if iface is not None:
+                    iface.messageBar().pushMessage(
+                        "SolarSeg", f"{type(exc).__name__}: {exc}", Qgis.Critical
+                    )
+            except Exception:  # no interface (tests, Processing): the log has it
+                pass
+            return None
+
+    return run
 
 
 def error_label() -> QLabel:
@@ -158,6 +189,6 @@ def add_task_footer(dialog: QDialog, lay: QVBoxLayout, start_label: str) -> None
     for b in (dialog.start_button, dialog.cancel_button, close):
         buttons.addWidget(b)
     lay.addLayout(buttons)
-    dialog.start_button.clicked.connect(dialog.start)
-    dialog.cancel_button.clicked.connect(dialog.cancel)
+    dialog.start_button.clicked.connect(safe_slot(lambda _c=False: dialog.start()))
+    dialog.cancel_button.clicked.connect(safe_slot(lambda _c=False: dialog.cancel()))
     close.clicked.connect(dialog.close)
