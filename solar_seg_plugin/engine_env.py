@@ -491,9 +491,7 @@ def run_plan(
     start = time.monotonic()
     if plan.blocked:
         return RunResult(False, error=plan.blocked)
-    env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1", "PYTHONNOUSERSITE": "1"}
-    env.pop("PYTHONPATH", None)
-    env.pop("PYTHONHOME", None)
+    env = {**_clean_env(), **plan.env, "PYTHONUNBUFFERED": "1"}
     count = 0
     for i, step in enumerate(plan.steps):
         on_step(i, step)
@@ -571,6 +569,53 @@ def parse_progress(line: str) -> tuple[float | None, str]:
     return None, ""
 
 
+# What every engine command imports; :func:`engine_problem` looks for them.
+ENGINE_MODULES = ("numpy", "yaml", "torch", "segmentation_models_pytorch", "rasterio")
+
+
+def engine_problem(
+    python: str, modules: Sequence[str] = ENGINE_MODULES, timeout: float = 30.0
+) -> str:
+    """ "" when ``python`` runs and has the engine's packages, else one line saying why.
+
+    Only ``importlib.util.find_spec`` is used (a fraction of a second, nothing imported),
+    so the plugin can ask before opening a tool; ``python -m ...core doctor`` is the full
+    check (it imports everything).
+    """
+    if not python or not Path(python).is_file():
+        return f"the engine's Python {python or '(none)'} does not exist"
+    code = (
+        "import importlib.util as u, sys; "
+        "print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))"
+    )
+    try:
+        out = subprocess.run([python, "-c", code, *modules], capture_output=True, text=True,
+                             timeout=timeout, stdin=subprocess.DEVNULL, env=_clean_env())  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"the engine's Python {python} does not run: {exc}"
+    if out.returncode != 0:
+        last = next((s for s in reversed(out.stderr.splitlines()) if s.strip()), "")
+        return f"the engine's Python {python} does not run: {last or out.returncode}"
+    missing = out.stdout.split()
+    return f"the engine's Python {python} lacks {', '.join(missing)}" if missing else ""
+
+
+def _clean_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONNOUSERSITE="1")
+    for key in ("PYTHONPATH", "PYTHONHOME"):
+        env.pop(key, None)
+    return env
+
+
+def fallback_python(profile_python_dir: Path) -> str:
+    """The engine's Python when none is configured: the environment the installer makes
+    in this profile if it exists, else QGIS's own interpreter (first candidate found)."""
+    made = env_python(default_env_dir(profile_python_dir))
+    if made.is_file():
+        return str(made)
+    return next((c for c in python_candidates() if Path(c).is_file()), sys.executable)
+
+
 def default_env_dir(profile_python_dir: Path) -> Path:
     """``<profile>/python/solarseg-engine``: one environment per QGIS profile."""
     return Path(profile_python_dir) / ENV_FOLDER
@@ -580,4 +625,5 @@ __all__ = [
     "GpuInfo", "Detected", "InstallOptions", "Step", "InstallPlan", "RunResult",
     "build_plan", "detect", "run_plan", "find_qgis_python", "parse_nvidia_smi",
     "cuda_tag_for_driver", "probe_index", "parse_progress", "default_env_dir",
+    "engine_problem", "fallback_python",
 ]  # fmt: skip
