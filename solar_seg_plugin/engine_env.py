@@ -256,25 +256,26 @@ def build_plan(
     default_name = f"your index {index}" if index else "PyPI"
     variant, torch_index, why = choose_torch_build(detected.gpu, platform)
     notes: list[str] = []
+    label = {CPU_TAG: "CPU"}.get(variant, f"CUDA ({variant})" if variant != "default" else "")
     if torch_index and not detected.torch_index_reachable:
-        fallback = f"{torch_index} cannot be reached ({detected.probe_message or 'no answer'})"
-        if variant == CPU_TAG and platform.startswith("linux"):
+        reason = (
+            f"torch: from {default_name}, because {torch_index} cannot be reached "
+            f"({detected.probe_message or 'no answer'}); wanted: the {label} build, as {why}."
+        )
+        if platform.startswith("linux"):
             notes.append(
-                f"{fallback}: torch comes from {default_name}, whose Linux torch is the CUDA "
-                "build (about 5 GB with the NVIDIA libraries, instead of about 1 GB); it "
-                "runs on the CPU too."
+                f"{default_name}'s Linux torch is the CUDA build: about 5 GB with the NVIDIA "
+                "libraries instead of about 1 GB for the CPU build; it runs on the CPU too."
             )
-        elif variant == CPU_TAG:
-            notes.append(f"{fallback}: torch comes from {default_name} (a CPU build here).")
+        elif windows and variant != CPU_TAG:
+            notes.append(f"{default_name}'s Windows torch is the CPU build: the GPU stays unused.")
         else:
-            notes.append(
-                f"{fallback}: torch comes from {default_name}"
-                + (" (a CPU-only build on Windows)." if windows else " (its default CUDA build).")
-            )
-        variant, torch_index = "default", None
-    source = torch_index or default_name
-    label = {CPU_TAG: "CPU", "default": "default"}.get(variant, f"CUDA ({variant})")
-    reason = f"torch: {label} build from {source}, because {why}."
+            notes.append(f"{default_name}'s torch is a CPU build here.")
+        variant, torch_index, label = "default", None, "default"
+    elif torch_index:
+        reason = f"torch: {label} build from {torch_index}, because {why}."
+    else:
+        reason, label = f"torch: from {default_name}, because {why}.", "default"
     reqs = read_requirements(requirements)
     torch_reqs = [r for r in reqs if requirement_name(r) in TORCH_PACKAGES]
     tool = "uv" if detected.uv else "venv + pip"
@@ -310,7 +311,7 @@ def build_plan(
         plan.steps = [
             Step("Create the environment",
                  [uv, "venv", "--allow-existing", "--python", detected.python, str(env_dir)]),
-            Step(f"Install PyTorch ({label})", [*install, *torch_index_args, *torch_reqs]),
+            Step(f"Install PyTorch ({label} build)", [*install, *torch_index_args, *torch_reqs]),
             Step("Install the engine packages", [*install, "-r", str(requirements)]),
         ]  # fmt: skip
     else:
@@ -321,7 +322,8 @@ def build_plan(
         plan.steps = [
             Step("Create the environment", [detected.python, "-m", "venv", str(env_dir)]),
             Step("Update pip", [*pip, "--progress-bar", "off", *index_args, "--upgrade", PIP_MIN]),
-            Step(f"Install PyTorch ({label})", [*pip, *progress, *torch_index_args, *torch_reqs]),
+            Step(f"Install PyTorch ({label} build)",
+                 [*pip, *progress, *torch_index_args, *torch_reqs]),
             Step("Install the engine packages", [*pip, *progress, "-r", str(requirements)]),
         ]  # fmt: skip
     if detected.osgeo_dir:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import QProcess, QProcessEnvironment, Qt, pyqtSignal
-from qgis.PyQt.QtGui import QFontDatabase, QGuiApplication
+from qgis.PyQt.QtGui import QFont, QFontDatabase, QFontInfo, QGuiApplication
 from qgis.PyQt.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -36,6 +36,15 @@ from .widgets import PathEdit
 
 # Lines kept in the install log (pip prints thousands for a torch install).
 LOG_LINES = 5000
+
+
+def monospace_font() -> QFont:
+    """A fixed-pitch font for the report columns (the system's, else "monospace")."""
+    font = QFontDatabase.systemFont(QFontDatabase.FixedFont)
+    if not QFontInfo(font).fixedPitch():
+        font = QFont("monospace")
+        font.setStyleHint(QFont.TypeWriter)
+    return font
 
 
 class DetectTask(QgsTask):
@@ -97,7 +106,7 @@ class EngineDialog(QDialog):
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle(tr("SolarSeg: engine environment"))
-        self.setMinimumWidth(760)
+        self.setMinimumWidth(820)
         self.settings = settings or Settings()
         self.python = python
         self.report: dict | None = None
@@ -108,7 +117,7 @@ class EngineDialog(QDialog):
         self.plan: engine_env.InstallPlan | None = None
         self.result: engine_env.RunResult | None = None
         self._step = 0
-        mono = QFontDatabase.systemFont(QFontDatabase.FixedFont)
+        mono = monospace_font()
 
         lay = QVBoxLayout(self)
         # --- the engine Python now ---------------------------------------------------
@@ -128,7 +137,7 @@ class EngineDialog(QDialog):
         self.report_edit.setReadOnly(True)
         self.report_edit.setFont(mono)
         self.report_edit.setLineWrapMode(QPlainTextEdit.NoWrap)
-        self.report_edit.setMinimumHeight(18 * self.fontMetrics().height())
+        self.report_edit.setMinimumHeight(12 * self.fontMetrics().height())
         cur.addWidget(self.report_edit)
         row = QHBoxLayout()
         self.check_button = QPushButton(tr("Check again"))
@@ -138,11 +147,13 @@ class EngineDialog(QDialog):
             row.addWidget(b)
         row.addStretch(1)
         cur.addLayout(row)
-        lay.addWidget(current)
+        lay.addWidget(current, 3)
 
         # --- the installer -----------------------------------------------------------
         install = QGroupBox(tr("Install a new engine environment"))
-        form = QFormLayout(install)
+        box = QVBoxLayout(install)
+        form = QFormLayout()
+        box.addLayout(form)
         default_dir = env_dir or engine_env.default_env_dir(profile_python_dir())
         self.folder_edit = PathEdit(folder=True, settings_key="engine_env_browse")
         self.folder_edit.setText(self.settings.get("engine_env_dir", str(default_dir), str))
@@ -156,22 +167,23 @@ class EngineDialog(QDialog):
         self.plan_label = QLabel(tr("Looking for a GPU and the wheel index…"))
         self.plan_label.setObjectName("plan")
         self.plan_label.setWordWrap(True)
-        form.addRow(tr("Plan"), self.plan_label)
+        self.plan_label.setMinimumHeight(6 * self.fontMetrics().height())  # reason + notes
+        box.addWidget(self.plan_label)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setValue(0)
-        form.addRow(self.progress_bar)
+        box.addWidget(self.progress_bar)
         self.step_label = QLabel()
         self.step_label.setObjectName("step")
-        form.addRow(self.step_label)
+        box.addWidget(self.step_label)
         self.log_edit = QPlainTextEdit()
         self.log_edit.setObjectName("log")
         self.log_edit.setReadOnly(True)
         self.log_edit.setFont(mono)
         self.log_edit.setMaximumBlockCount(LOG_LINES)
-        self.log_edit.setMinimumHeight(8 * self.fontMetrics().height())
-        form.addRow(self.log_edit)
-        lay.addWidget(install)
+        self.log_edit.setMinimumHeight(6 * self.fontMetrics().height())
+        box.addWidget(self.log_edit, 1)
+        lay.addWidget(install, 2)
 
         buttons = QHBoxLayout()
         self.install_button = QPushButton(tr("Install"))
@@ -329,9 +341,11 @@ class EngineDialog(QDialog):
         if plan.blocked:
             self.plan_label.setText(f"<span style='color:#b00020'>{plan.blocked}</span>")
         else:
-            text = " ".join([plan.reason, *plan.notes])
-            steps = ", ".join(s.title.lower() for s in plan.steps)
-            self.plan_label.setText(tr("{} Tool: {}; steps: {}.").format(text, plan.tool, steps))
+            steps = " → ".join(s.title for s in plan.steps)
+            self.plan_label.setText(
+                "<b>" + tr("Plan") + "</b>: " + " ".join([plan.reason, *plan.notes])
+                + "<br>" + tr("With {}: {}.").format(plan.tool, steps)
+            )  # fmt: skip
         self.install_button.setEnabled(not plan.blocked and self.install_task is None)
 
     # --- install ----------------------------------------------------------------------

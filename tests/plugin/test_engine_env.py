@@ -134,22 +134,28 @@ def test_unreachable_index_falls_back_to_the_default_index(tmp_path):
     plan = plan_for(tmp_path, gpu=None, torch_index_reachable=False,
                     probe_message="Name or service not known")  # fmt: skip
     assert plan.torch_variant == "default" and plan.torch_index == "https://pypi.org/simple"
-    assert (
-        plan.reason == "torch: default build from PyPI, because no NVIDIA GPU found (nvidia-smi)."
+    assert plan.reason == (
+        f"torch: from PyPI, because {CPU_INDEX} cannot be reached (Name or service not known); "
+        "wanted: the CPU build, as no NVIDIA GPU found (nvidia-smi)."
     )
-    (note,) = plan.notes
-    assert note.startswith(
-        f"{CPU_INDEX} cannot be reached (Name or service not known): torch comes"
-    )
-    assert "CUDA build (about 5 GB" in note  # Linux: PyPI's torch is the big one; said so
+    # Linux: PyPI's torch is the big one, and the plan says so
+    assert plan.notes == ["PyPI's Linux torch is the CUDA build: about 5 GB with the NVIDIA "
+                          "libraries instead of about 1 GB for the CPU build; it runs on the CPU too."]  # fmt: skip
+    assert plan.steps[2].title == "Install PyTorch (default build)"
     assert not [c for c in plan.commands if "--extra-index-url" in c]
     # on Windows PyPI's torch is the CPU build; with the user's index the fallback names it
     win = plan_for(
         tmp_path, "win32", gpu=None, torch_index_reachable=False, index_url="https://m/simple"
     )
-    assert win.notes[0].endswith("torch comes from your index https://m/simple (a CPU build here).")
-    cuda = plan_for(tmp_path, gpu=GpuInfo("RTX", "570.86.15"), torch_index_reachable=False)
-    assert cuda.torch_variant == "default" and "its default CUDA build" in cuda.notes[0]
+    assert win.reason.startswith("torch: from your index https://m/simple, because")
+    assert win.notes == ["your index https://m/simple's torch is a CPU build here."]
+    cuda = plan_for(tmp_path, "win32", gpu=GpuInfo("RTX", "572.16"), torch_index_reachable=False)
+    assert cuda.torch_variant == "default" and "wanted: the CUDA (cu128) build" in cuda.reason
+    assert cuda.notes == ["PyPI's Windows torch is the CPU build: the GPU stays unused."]
+    mac = plan_for(tmp_path, "darwin", gpu=None)
+    assert mac.reason == (
+        "torch: from PyPI, because macOS: PyPI's torch is the CPU/Apple-GPU (MPS) build."
+    )
 
 
 def test_uv_plan(tmp_path):
