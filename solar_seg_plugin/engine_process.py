@@ -169,7 +169,8 @@ def run_engine(
 
 def default_engine_python(configured: str | None = None, fallback: str | None = None) -> str:
     """The engine's Python: the plugin setting, else ``$SOLARSEG_ENGINE_PYTHON`` (``make
-    run`` points it at the project's .venv), else ``fallback`` (QGIS's own Python)."""
+    run`` points it at the project's .venv), else ``fallback`` (the environment the
+    installer made in this profile, else QGIS's own Python: see ``engine_env``)."""
     return configured or os.environ.get(ENGINE_PYTHON_VAR) or fallback or sys.executable
 
 

@@ -115,10 +115,11 @@ def start(task: EngineTask) -> EngineTask:
 
 def engine_python() -> str:
     """The Python the engine runs in (see :mod:`.engine_process`)."""
-    from .common import Settings
-    from .deps import python_executable
+    from .common import Settings, profile_python_dir
+    from .engine_env import fallback_python
 
-    return default_engine_python(Settings().get("engine_python", "", str), python_executable())
+    configured = Settings().get("engine_python", "", str)
+    return default_engine_python(configured, fallback_python(profile_python_dir()))
 
 
 class EngineProcessTask(EngineTask):

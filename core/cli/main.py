@@ -1,6 +1,6 @@
 """Command line of the engine: ``python -m core COMMAND ...``.
 
-Commands: stats, train, evaluate, compare, baseline, segment, export-onnx, info.
+Commands: stats, train, evaluate, compare, baseline, segment, export-onnx, info, doctor.
 ``train --check`` and ``segment --check`` only validate their inputs. Errors
 in the input (bad files, bad settings) print one clear line and exit with status 2.
 """
@@ -22,6 +22,7 @@ from .common import Session
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .doctor import add_doctor_command
     from .segment import add_segment_commands
     from .stats import add_stats_command
     from .training import add_train_commands
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="machine-readable: progress, result and errors as JSON lines on stdout",
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
-    for register in (add_stats_command, add_train_commands, add_segment_commands):
+    for register in (add_stats_command, add_train_commands, add_segment_commands,
+                     add_doctor_command):  # fmt: skip
         register(sub)
     return parser
 
@@ -45,18 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, session.request_cancel)
         signal.signal(signal.SIGINT, session.request_cancel)
-    import rasterio
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        if not getattr(args, "bare", False):  # doctor runs even where rasterio does not import
+            import rasterio
+            from rasterio.errors import NotGeoreferencedWarning
 
-    # rasterio.Env: GDAL reports errors through Python logging (and the exceptions
-    # turned into UserErrors) rather than printing "ERROR 1: ..." lines on stderr.
-    with warnings.catch_warnings(), rasterio.Env(), contextlib.ExitStack() as stack:
-        # Untagged tiles would warn once per file; the data README documents it.
-        from rasterio.errors import NotGeoreferencedWarning
+            from ..data.tiles import NoCRSWarning
 
-        from ..data.tiles import NoCRSWarning
-
-        warnings.simplefilter("ignore", NoCRSWarning)
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            # rasterio.Env: GDAL reports errors through Python logging (and the exceptions
+            # turned into UserErrors) rather than printing "ERROR 1: ..." lines on stderr.
+            stack.enter_context(rasterio.Env())
+            # Untagged tiles would warn once per file; the data README documents it.
+            warnings.simplefilter("ignore", NoCRSWarning)
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
         if session.jsonl:  # stdout is the event channel: the commands' own text goes to stderr
             stack.enter_context(contextlib.redirect_stdout(sys.stderr))
         try:
