@@ -87,3 +87,14 @@ def resolve_model_path(path: str | Path) -> Path:
     if not path.exists():
         raise ModelFileError(f"{path}: model file not found")
     return path
+
+
+def display_bands(bands: list[int] | None, in_channels: int) -> list[int]:
+    """R,G,B raster bands to show a model's input: Sentinel-2 4,3,2 when all 12 bands
+    were used, else the model's first three bands (4,3,2 of 4,3,2,8), repeated if fewer."""
+    if not bands:
+        return [4, 3, 2] if in_channels >= 12 else [1, 2, 3][: max(1, min(3, in_channels))]
+    chosen = list(bands[:3])
+    while len(chosen) < 3:
+        chosen.append(chosen[-1])
+    return chosen
