@@ -112,3 +112,30 @@ def test_reader_and_scoring_import_no_torch_or_rasterio():
         "set(sys.modules); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_model_meta_without_torch(tiny_run, tmp_path):
+    """The plugin's dialogs read a model's metadata without torch: same as torch.load,
+    and a pickle naming any other global is refused without running it."""
+    import pickle
+    import zipfile
+
+    from core.models.build import read_model_file
+    from core.models.meta import ModelFileError, read_model_meta
+
+    assert read_model_meta(tiny_run) == read_model_file(tiny_run)[0]
+    hostile = tmp_path / "model.pt"
+    with zipfile.ZipFile(hostile, "w") as z:
+        z.writestr("archive/data.pkl", b"cos\nsystem\n(S'touch " + str(tmp_path).encode()
+                   + b"/pwned'\ntR.")  # fmt: skip
+    with pytest.raises(ModelFileError, match="refused global os.system"):
+        read_model_meta(hostile)
+    assert not (tmp_path / "pwned").exists()
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match="junk.pt"):
+        read_model_meta(tmp_path / "junk.pt")
+    other = tmp_path / "other.pt"
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"format": "something else"}))
+    with pytest.raises(ModelFileError, match="not a SolarSeg model file"):
+        read_model_meta(other)
