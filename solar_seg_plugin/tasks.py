@@ -151,7 +151,7 @@ class EngineProcessTask(EngineTask):
         if self.outcome.stderr_tail:
             log("engine output (last lines):\n" + "\n".join(self.outcome.stderr_tail))
         if self.outcome.error:
-            raise EngineError(self.outcome.error)
+            raise EngineError(self.outcome.error, self.outcome.problems)
         if self.outcome.cancelled and self.outcome.result is None:
             self.cancelled = True
             return None
@@ -163,7 +163,14 @@ class EngineProcessTask(EngineTask):
 
 
 class EngineError(Exception):
-    """The engine reported an error, or its process died: the message is one line."""
+    """The engine reported an error, or its process died: the message is one line;
+    ``problems`` are the refused inputs keyed by field (``{field: message}``)."""
+
+    def __init__(self, message: str, problems: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.problems: dict[str, str] = {}
+        for p in problems or []:
+            self.problems.setdefault(p["field"], p["message"])
 
 
 class TrainTask(EngineProcessTask):
@@ -325,36 +332,31 @@ class DatasetOverview:
     balance: dict[str, dict]
 
 
-class DatasetSummaryTask(EngineTask):
-    """Dataset form, pairs per split and class balance per split (no statistics kept)."""
+def stats_args(path: str | Path, limit: int | None, split_cfg: Any) -> list[str]:
+    """``python -m core stats`` arguments for the split the training would use (band 1
+    only: the dialog shows the class balance, and one band keeps the pass cheap)."""
+    args = ["stats", str(path), "--bands", "1", "--seed", str(split_cfg.seed),
+            "--val", str(split_cfg.val), "--test", str(split_cfg.test)]  # fmt: skip
+    if limit:
+        args += ["--limit", str(limit)]
+    if split_cfg.group_regex:
+        args += ["--group-regex", split_cfg.group_regex]
+    return args
 
-    def __init__(self, path: str | Path, limit: int | None, split_cfg: Any) -> None:
-        super().__init__("SolarSeg: dataset summary")
-        self.path, self.limit, self.split_cfg = Path(path), limit, split_cfg
 
-    def work(self) -> DatasetOverview:
-        from .core.data.discovery import find_dataset
-        from .core.data.splits import split_pairs
-        from .core.data.stats import summarize
+class DatasetSummaryTask(EngineProcessTask):
+    """Dataset form, pairs per split and class balance per split (engine ``stats``)."""
 
-        index = find_dataset(self.path)
-        if self.limit:
-            index.pairs = index.pairs[: self.limit]
-        predefined = index.has_predefined_split
-        pairs = split_pairs(index, self.split_cfg)
-        # Only the class balance is shown; band 1 statistics over every split keep it cheap
-        # and never fail on a split without tiles.
-        summary = summarize(
-            pairs, [1], stats_splits=("train", "val", "test", None),
-            progress=self.progress, cancel=self.cancel_check,
-        )  # fmt: skip
-        counts: dict[str, int] = {}
-        for p in pairs:
-            counts[p.split or "unsplit"] = counts.get(p.split or "unsplit", 0) + 1
+    def __init__(
+        self, path: str | Path, limit: int | None, split_cfg: Any, python: str | None = None
+    ) -> None:
+        super().__init__("SolarSeg: dataset summary", stats_args(path, limit, split_cfg), python)
+
+    def convert(self, data: dict) -> DatasetOverview:
         return DatasetOverview(
-            form=index.form,
-            pairs=len(pairs),
-            split_counts=counts,
-            predefined=predefined,
-            balance={k: v.as_dict() for k, v in summary.balance.items()},
+            form=data["form"],
+            pairs=int(data["pairs"]),
+            split_counts=dict(data["pairs_per_split"]),
+            predefined=str(data["split"]).startswith("predefined"),
+            balance=dict(data["balance"]),
         )

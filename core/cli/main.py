@@ -1,6 +1,7 @@
 """Command line of the engine: ``python -m core COMMAND ...``.
 
-Commands: stats, train, evaluate, compare, baseline, segment, export-onnx, predict-split. Errors
+Commands: stats, train, evaluate, compare, baseline, segment, export-onnx, info,
+predict-split. ``train --check`` and ``segment --check`` only validate their inputs. Errors
 in the input (bad files, bad settings) print one clear line and exit with status 2.
 """
 
@@ -13,8 +14,9 @@ import sys
 import threading
 import traceback
 import warnings
+from dataclasses import asdict
 
-from ..errors import UserError
+from ..errors import Problem, UserError
 from ..progress import Cancelled
 from .common import Session
 
@@ -62,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             code = int(args.func(args) or 0)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            session.emit("error", message=str(exc), type=type(exc).__name__, field=exc.field)
+            problems = getattr(exc, "problems", None) or [Problem(exc.field or "", str(exc))]
+            for problem in problems:  # one line per problem
+                print(f"error: {problem.message}", file=sys.stderr)
+            session.emit("error", message=str(exc), type=type(exc).__name__, field=exc.field,
+                         problems=[asdict(p) for p in problems])  # fmt: skip
             return 2
         except Cancelled:
             print("cancelled", file=sys.stderr)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .common import report_checked
+
 METRIC_KEYS = ["tp", "fp", "fn", "tn", "accuracy", "precision", "recall", "specificity",
                "f1", "iou", "fp_fn_ratio", "threshold"]  # fmt: skip
 
@@ -28,6 +30,7 @@ def _progress_printer():
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..training.checks import check_train
     from ..training.loop import train
 
     session = args.session
@@ -35,7 +38,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         result = train(None, progress, cancel, resume=args.resume)  # type: ignore[arg-type]
     else:
-        cfg = load_config(args.config, args.overrides)
+        # Values are checked with the dataset and the model, all problems at once.
+        cfg = load_config(args.config, args.overrides, check=False)
+        if args.check:
+            return report_checked(session, check_train(cfg))
         result = train(cfg, progress, cancel)
     session.result(
         {"run_dir": str(result.run_dir), "model": str(Path(result.run_dir) / "model.pt"),
@@ -117,6 +123,10 @@ def add_train_commands(sub) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML run config")
     p.add_argument("--resume", type=Path, default=None, help="run folder to resume")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
+    p.add_argument(
+        "--check", action="store_true",
+        help="only check the settings and the dataset (every problem, nothing written)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset split")
