@@ -31,6 +31,13 @@ class MissingInputError(UserError, FileNotFoundError):
     """A file or folder the user named is not there, or is not what it should be."""
 
 
+class RasterError(UserError, ValueError):
+    """A raster or mask cannot be used; the message names the file and the problem.
+
+    Defined here (not beside the rasterio code that raises it most) so that numpy-only
+    modules, such as :mod:`core.data.masks`, can raise it without importing rasterio."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One refused input: the field it belongs to (a config key such as

@@ -1,5 +1,6 @@
 """QgsTask wrappers around the engine: training, split prediction, segmentation and
-dataset summaries run in the background while QGIS stays responsive.
+dataset summaries run in the background while QGIS stays responsive. Training, split
+prediction and segmentation run in the engine's own process (EngineProcessTask).
 
 Each task passes the engine a ``progress`` callback (-> ``setProgress`` and the
 ``info`` signal carrying the engine's info dict) and ``isCanceled`` as the cancel
@@ -201,16 +202,33 @@ class TrainTask(EngineProcessTask):
 
 @dataclass
 class SplitPredictions:
-    """Probabilities of one split, kept so the threshold can change without inference."""
+    """A predicted split read back from ``predict-split``'s folder (numpy only): the
+    probabilities are kept so the threshold can change without inference."""
 
     model_path: Path
     split: str
-    meta: Any
-    predictions: list
+    folder: Path
+    index: dict  # index.json: threshold, skip_blank, rgb_bands, metrics, tiles...
+    tiles: list  # core.evaluation.split_files.SplitTile, in split order
 
 
-class PredictSplitTask(EngineTask):
-    """``core.evaluation.evaluate.predict_split``: probabilities of every tile of a split."""
+def predict_split_args(
+    model_path: Path, dataset_path: Any, split: str, out_dir: Path, tta: bool | None,
+    device: str, rgb_bands: list[int] | None, reuse: bool,
+) -> list[str]:  # fmt: skip
+    """``python -m core predict-split`` arguments."""
+    args = ["predict-split", str(model_path)] + ([str(dataset_path)] if dataset_path else [])
+    args += ["--split", split, "--out", str(out_dir), "--device", device]
+    if tta is not None:
+        args.append("--tta" if tta else "--no-tta")
+    if rgb_bands:
+        args += ["--rgb", ",".join(str(b) for b in rgb_bands)]
+    return args + (["--reuse"] if reuse else [])
+
+
+class PredictSplitTask(EngineProcessTask):
+    """``predict-split`` in the engine process: every tile of a split predicted into
+    ``out_dir`` (index.json + one .npz per tile), then read back here with numpy."""
 
     def __init__(
         self,
@@ -219,24 +237,32 @@ class PredictSplitTask(EngineTask):
         split: str = "test",
         tta: bool | None = None,
         device: str = "auto",
+        out_dir: str | Path | None = None,
+        rgb_bands: list[int] | None = None,
+        reuse: bool = True,
+        python: str | None = None,
     ) -> None:
-        super().__init__(f"SolarSeg: predict the {split} split")
         self.model_path, self.dataset_path = Path(model_path), dataset_path
         self.split, self.tta, self.device = split, tta, device
+        if out_dir is None:
+            base = self.model_path if self.model_path.is_dir() else self.model_path.parent
+            out_dir = base / f"inspect_{split}" / PREDICTIONS_DIR
+        self.out_dir = Path(out_dir)
+        args = predict_split_args(self.model_path, dataset_path, split, self.out_dir, tta,
+                                  device, rgb_bands, reuse)  # fmt: skip
+        super().__init__(f"SolarSeg: predict the {split} split", args, python)
 
-    def work(self) -> SplitPredictions:
-        from .core.evaluation.evaluate import predict_split
+    def convert(self, data: dict) -> SplitPredictions:
+        from .core.evaluation.split_files import load_tiles, read_index
 
-        meta, preds = predict_split(
-            self.model_path,
-            self.dataset_path,
-            split=self.split,
-            progress=self.progress,
-            cancel=self.cancel_check,
-            tta=self.tta,
-            device=self.device,
-        )
-        return SplitPredictions(self.model_path, self.split, meta, preds)
+        folder = Path(data["out"])
+        index = read_index(folder)
+        return SplitPredictions(self.model_path, self.split, folder, index,
+                                load_tiles(folder, index))  # fmt: skip
+
+
+# Sub-folder of the Inspect Errors folder that holds predict-split's files.
+PREDICTIONS_DIR = "_predictions"
 
 
 @dataclass

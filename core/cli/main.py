@@ -1,7 +1,8 @@
 """Command line of the engine: ``python -m core COMMAND ...``.
 
-Commands: stats, train, evaluate, compare, baseline, segment, export-onnx, info, doctor.
-``train --check`` and ``segment --check`` only validate their inputs. Errors
+Commands: stats, train, evaluate, compare, baseline, segment, export-onnx, info,
+predict-split, doctor. ``train --check`` and ``segment --check`` only validate their
+inputs. Errors
 in the input (bad files, bad settings) print one clear line and exit with status 2.
 """
 
@@ -22,6 +23,7 @@ from .common import Session
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .analysis import add_inspect_commands
     from .doctor import add_doctor_command
     from .segment import add_segment_commands
     from .stats import add_stats_command
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     for register in (add_stats_command, add_train_commands, add_segment_commands,
-                     add_doctor_command):  # fmt: skip
+                     add_inspect_commands, add_doctor_command):  # fmt: skip
         register(sub)
     return parser
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,8 @@ from ..errors import InputError
 from ..io import atomic_write_text
 from ..models.build import ModelMeta, load_model, min_input_side, resolve_device
 from ..progress import CancelFn, ProgressFn, never_cancel, no_progress
-from .metrics import ConfusionCounts, ThresholdScan, confusion, per_image_row
 from .predict import iter_native_probabilities
+from .scoring import EvalResult, evaluate_predictions, is_blank  # noqa: F401 (public here too)
 
 PER_IMAGE_FIELDS = ["tile_id", "iou", "f1", "precision", "recall", "tp", "fp", "fn", "tn",
                     "positive_pixels", "predicted_pixels", "valid_pixels"]  # fmt: skip
@@ -43,14 +43,18 @@ class TilePrediction:
     tile: Tile
     prob: np.ndarray
 
+    # What :func:`.scoring.evaluate_predictions` reads (the plugin's tiles have the same).
+    @property
+    def tile_id(self) -> str:
+        return str(self.pair.id)
 
-@dataclass
-class EvalResult:
-    counts: ConfusionCounts
-    metrics: dict
-    threshold: float
-    rows: list[dict] = field(default_factory=list)
-    scan: ThresholdScan | None = None
+    @property
+    def mask(self) -> np.ndarray:
+        return self.tile.mask
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.tile.valid
 
 
 class SplitMismatchError(DatasetError):
@@ -172,29 +176,6 @@ def predict_split(
     if tta is None:
         tta = config_of_model(meta).train.tta
     return meta, predict_dataset(model, meta, tile_dataset(meta, pairs), dev, tta, progress, cancel)
-
-
-def is_blank(t: Tile) -> bool:
-    return not t.mask[t.valid].any()
-
-
-def evaluate_predictions(
-    preds: list[TilePrediction], threshold: float, skip_blank: bool = False, scan: bool = False
-) -> EvalResult:
-    """Counts summed over the split (never averaged per batch) and per-tile rows."""
-    counts = ConfusionCounts()
-    rows = []
-    th_scan = ThresholdScan() if scan else None
-    for p in preds:
-        rows.append(per_image_row(p.pair.id, p.prob, p.tile.mask, p.tile.valid, threshold))
-        if skip_blank and is_blank(p.tile):
-            continue
-        counts += confusion(p.prob, p.tile.mask, p.tile.valid, threshold)
-        if th_scan is not None:
-            th_scan.update(p.prob, p.tile.mask, p.tile.valid)
-    metrics = counts.metrics(json_safe=True)
-    metrics["threshold"] = threshold
-    return EvalResult(counts, metrics, threshold, rows, th_scan)
 
 
 def write_per_image_csv(rows: list[dict], path: str | Path) -> None:

@@ -167,7 +167,7 @@ def test_train_task_then_inspect_errors(opened, qgis_iface, solafune, tmp_path):
     assert analysis.result.metrics["iou"] == pytest.approx(result.metrics["test"]["iou"], abs=1e-9)
     tile_id, view = next(iter(analysis.views.items()))
     pred = analysis.predictions[view.index]
-    counts = confusion(pred.prob, pred.tile.mask, pred.tile.valid, analysis.threshold)
+    counts = confusion(pred.prob, pred.mask, pred.valid, analysis.threshold)
     import rasterio
 
     with rasterio.open(view.errors.source()) as src:
@@ -176,7 +176,7 @@ def test_train_task_then_inspect_errors(opened, qgis_iface, solafune, tmp_path):
         counts.tp, counts.fp, counts.fn, counts.tn
     ]  # fmt: skip
     assert np.array_equal(
-        np.where(pred.tile.valid, pred.tile.mask, 255), rasterio.open(view.truth.source()).read(1)
+        np.where(pred.valid, pred.mask, 255), rasterio.open(view.truth.source()).read(1)
     )
     analysis.close()
     inspect.deleteLater()
