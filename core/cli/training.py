@@ -74,9 +74,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model_path = resolve_model_path(args.model)
     out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
-    result = evaluate(model_path, args.dataset, args.split, args.threshold, out_csv=out_csv)
+    session = args.session
+    result = evaluate(
+        model_path, args.dataset, args.split, args.threshold,
+        progress=session.progress(lambda _: None), cancel=session.cancel, out_csv=out_csv,
+        device=args.device, tta=args.tta,
+    )  # fmt: skip
     m = {k: result.metrics.get(k) for k in METRIC_KEYS}
-    args.session.result({"metrics": m, "tiles": len(result.rows), "per_image_csv": str(out_csv)})
+    session.result({"metrics": m, "threshold": result.metrics.get("threshold"),
+                    "tiles": len(result.rows), "per_image_csv": str(out_csv)})  # fmt: skip
     if args.json:
         print(json.dumps(m))
     else:
@@ -148,6 +154,11 @@ def add_train_commands(sub) -> None:
     )
     p.add_argument("--threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--csv", type=Path, default=None, help="per-image CSV path")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument(
+        "--tta", action=argparse.BooleanOptionalAction, default=None,
+        help="flip test-time augmentation (default: as the model was trained)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -196,6 +196,7 @@ def evaluate(
     cancel: CancelFn = never_cancel,
     out_csv: str | Path | None = None,
     device: str = "auto",
+    tta: bool | None = None,
 ) -> EvalResult:
     """Metrics of a saved model on a split, at its stored threshold unless given.
 
@@ -207,9 +208,12 @@ def evaluate(
     seeded split settings (seed, fractions, group regex) applied to it. Training-time
     tile selection (``data.limit``, the training split) never applies to it.
     """
-    meta, preds = predict_split(model_path, dataset_path, split, progress, cancel, device=device)
+    meta, preds = predict_split(
+        model_path, dataset_path, split, progress, cancel, tta=tta, device=device
+    )
     skip = config_of_model(meta).data.skip_blank_in_metrics
-    result = evaluate_predictions(preds, meta.threshold if threshold is None else threshold, skip)
+    threshold = meta.threshold if threshold is None else threshold
+    result = evaluate_predictions(preds, threshold, skip)
     if out_csv is not None:
         write_per_image_csv(result.rows, out_csv)
     return result
