@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +101,28 @@ def raster_shape(path: str | Path) -> tuple[int, int, int]:
     if ds is None:
         raise OSError(f"{path}: {reason.splitlines()[0] if reason else 'not a readable raster'}")
     return ds.RasterCount, ds.RasterXSize, ds.RasterYSize
+
+
+def safe_slot(slot: Callable[..., Any]) -> Callable[..., Any]:
+    """``slot`` for a Qt signal, made safe: PyQt aborts the whole of QGIS (qFatal) when
+    a Python slot raises, so an exception is logged with its traceback and shown in
+    QGIS's message bar instead."""
+
+    @functools.wraps(slot)
+    def run(*args: Any) -> Any:
+        try:
+            return slot(*args)
+        except Exception as exc:  # a bug in a slot must not take QGIS down
+            log(f"SolarSeg: {type(exc).__name__}: {exc}\n{traceback.format_exc()}", Qgis.Critical)
+            try:
+                from qgis.utils import iface
+
+                if iface is not None:
+                    iface.messageBar().pushMessage(
+                        "SolarSeg", f"{type(exc).__name__}: {exc}", Qgis.Critical
+                    )
+            except Exception:  # no interface (tests, Processing): the log has it
+                pass
+            return None
+
+    return run

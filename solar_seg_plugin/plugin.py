@@ -12,8 +12,7 @@ from typing import Any
 from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtWidgets import QAction, QDockWidget, QPushButton, QToolBar, QWidget
 
-from .common import PLUGIN_NAME, icon, log, tr
-from .dialogs.widgets import safe_slot
+from .common import PLUGIN_NAME, icon, log, safe_slot, tr
 
 MENU = "&SolarSeg"
 # The engine warns once per tile without CRS; inside QGIS every warning becomes a line in

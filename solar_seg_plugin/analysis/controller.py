@@ -36,7 +36,7 @@ from qgis.core import (
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
 
-from ..common import log, tr
+from ..common import log, safe_slot, tr
 from ..core.evaluation.scoring import evaluate_predictions
 from .dock import ErrorDock
 from .layers import apply_style, load_raster, style_rgb
@@ -152,9 +152,9 @@ class ErrorAnalysis(QObject):
             self.threshold,
             iface.mainWindow() if iface is not None else None,
         )
-        self.dock.thresholdChanged.connect(self.set_threshold)
-        self.dock.tileSelected.connect(self.select_tile)
-        self.dock.addAllRequested.connect(self.add_all)
+        self.dock.thresholdChanged.connect(safe_slot(self.set_threshold))
+        self.dock.tileSelected.connect(safe_slot(self.select_tile))
+        self.dock.addAllRequested.connect(safe_slot(lambda *_: self.add_all()))
         self.evaluate()
         for row in self.worst_rows(initial_tiles):
             self.ensure_tile(str(row["tile_id"]))
@@ -294,7 +294,7 @@ class ErrorAnalysis(QObject):
             self._pending.add(err)
             jobs.append(OverlayJob(tile_id, view, pred, err))
         task = OverlayTask(jobs, [self.tiles[j.view.index] for j in jobs], self.threshold)
-        task.written.connect(lambda ok, t=task: self._overlays_written(t, ok))
+        task.written.connect(safe_slot(lambda ok, t=task: self._overlays_written(t, ok)))
         self._task = task
         QgsApplication.taskManager().addTask(task)
 

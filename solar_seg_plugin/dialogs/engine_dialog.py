@@ -30,7 +30,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import engine_env
-from ..common import Settings, log, profile_python_dir, tr
+from ..common import Settings, log, profile_python_dir, safe_slot, tr
 from ..engine_process import engine_command, engine_environment
 from .widgets import PathEdit
 
@@ -195,11 +195,11 @@ class EngineDialog(QDialog):
             buttons.addWidget(b)
         lay.addLayout(buttons)
 
-        self.check_button.clicked.connect(self.check)
-        self.copy_button.clicked.connect(self.copy_report)
-        self.existing_button.clicked.connect(self.choose_python)
-        self.install_button.clicked.connect(self.install)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.check_button.clicked.connect(safe_slot(lambda _c=False: self.check()))
+        self.copy_button.clicked.connect(safe_slot(lambda _c=False: self.copy_report()))
+        self.existing_button.clicked.connect(safe_slot(lambda _c=False: self.choose_python()))
+        self.install_button.clicked.connect(safe_slot(lambda _c=False: self.install()))
+        self.cancel_button.clicked.connect(safe_slot(lambda _c=False: self.cancel()))
         close.clicked.connect(self.close)
         for edit in (self.index_edit, self.proxy_edit):
             edit.editingFinished.connect(self.refresh_plan)
@@ -231,7 +231,7 @@ class EngineDialog(QDialog):
             env.insert(key, value)
         proc.setProcessEnvironment(env)
         proc.setWorkingDirectory(str(Path(engine_env.PLUGIN_DIR).parent))
-        proc.finished.connect(self._doctor_finished)
+        proc.finished.connect(safe_slot(self._doctor_finished))
         proc.errorOccurred.connect(self._doctor_error)
         self.doctor = proc
         proc.start(cmd[0], cmd[1:])
@@ -323,7 +323,7 @@ class EngineDialog(QDialog):
         self.install_button.setEnabled(False)
         self.plan_label.setText(tr("Looking for a GPU and the wheel index…"))
         task = DetectTask(self.options())
-        task.done.connect(self._detected)
+        task.done.connect(safe_slot(self._detected))
         self.detect_task = task
         QgsApplication.taskManager().addTask(task)
 
@@ -365,7 +365,7 @@ class EngineDialog(QDialog):
         task = InstallTask(self.plan)
         task.line.connect(self._line)
         task.step.connect(self._step_started)
-        task.done.connect(self._installed)
+        task.done.connect(safe_slot(self._installed))
         self.install_task = task
         self.install_button.setEnabled(False)
         self.cancel_button.setEnabled(True)

@@ -25,7 +25,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import tasks
-from ..common import PLUGIN_NAME, Settings, format_bands, parse_bands, tr
+from ..common import PLUGIN_NAME, Settings, format_bands, parse_bands, safe_slot, tr
 from .widgets import (
     ERROR_STYLE,
     PathEdit,
@@ -99,7 +99,7 @@ class InspectDialog(QDialog):
         lay = QVBoxLayout(self)
         lay.addLayout(grid)
         add_task_footer(self, lay, tr("Inspect"))
-        self.model_edit.changed.connect(self.model_changed)
+        self.model_edit.changed.connect(safe_slot(self.model_changed))
         last = self.settings.get("inspect/last_model", "", str)
         if last and Path(last).exists():
             self.set_model(last)
@@ -207,8 +207,8 @@ class InspectDialog(QDialog):
             opts["model"], opts["dataset"], opts["split"], opts["tta"], opts["device"],
             Path(opts["out"]) / tasks.PREDICTIONS_DIR, opts["rgb"],
         )  # fmt: skip
-        self.task.info.connect(self.on_info)
-        self.task.done.connect(lambda ok, t=self.task: self.on_done(t, ok))
+        self.task.info.connect(safe_slot(self.on_info))
+        self.task.done.connect(safe_slot(lambda ok, t=self.task: self.on_done(t, ok)))
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         tasks.start(self.task)

@@ -31,14 +31,21 @@ from qgis.PyQt.QtWidgets import (
 
 from .. import tasks
 from ..analysis.layers import add_group_above, apply_style, load_raster, load_vector
-from ..common import PLUGIN_NAME, Settings, format_bands, parse_bands, raster_shape, tr
+from ..common import (
+    PLUGIN_NAME,
+    Settings,
+    format_bands,
+    parse_bands,
+    raster_shape,
+    safe_slot,
+    tr,
+)
 from .widgets import (
     ERROR_STYLE,
     PathEdit,
     add_field_row,
     add_task_footer,
     error_label,
-    safe_slot,
     show_error,
 )
 

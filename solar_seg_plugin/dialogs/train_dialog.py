@@ -28,10 +28,10 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import tasks
-from ..common import PLUGIN_NAME, Settings, tr
+from ..common import PLUGIN_NAME, Settings, safe_slot, tr
 from .chart import HistoryChart
 from .config_form import ConfigForm
-from .widgets import ERROR_STYLE, format_eta, safe_slot
+from .widgets import ERROR_STYLE, format_eta
 
 BALANCE_COLUMNS = [
     ("tiles", "Tiles"),

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import traceback
-from collections.abc import Callable
-from typing import Any
-
-from qgis.core import Qgis
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QDialog,
@@ -22,34 +16,9 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..common import Settings, log, tr
+from ..common import Settings, safe_slot, tr
 
 ERROR_STYLE = "color: #c0392b;"
-
-
-def safe_slot(slot: Callable[..., Any]) -> Callable[..., Any]:
-    """``slot`` for a Qt signal, made safe: PyQt aborts the whole of QGIS (qFatal) when
-    a Python slot raises, so an exception is logged with its traceback and shown in
-    QGIS's message bar instead."""
-
-    @functools.wraps(slot)
-    def run(*args: Any) -> Any:
-        try:
-            return slot(*args)
-        except Exception as exc:  # a bug in a slot must not take QGIS down
-            log(f"SolarSeg: {type(exc).__name__}: {exc}\n{traceback.format_exc()}", Qgis.Critical)
-            try:
-                from qgis.utils import iface
-
-                if iface is not None:
-                    iface.messageBar().pushMessage(
-                        "SolarSeg", f"{type(exc).__name__}: {exc}", Qgis.Critical
-                    )
-            except Exception:  # no interface (tests, Processing): the log has it
-                pass
-            return None
-
-    return run
 
 
 def error_label() -> QLabel:
