@@ -67,13 +67,27 @@ def build_model(
             activation=None,  # logits out: sigmoid is applied once, by losses/metrics
             **(params or {}),
         )
-    except KeyError as exc:
-        raise InputError(f"unknown encoder {encoder!r} for {arch}: {exc}") from None
+    except KeyError:
+        raise InputError(_unknown_encoder(encoder, arch), "model.encoder") from None
     except TypeError as exc:
         raise InputError(f"{arch}: invalid model.params {params}: {exc}") from None
     if local is not None:
         _load_local_encoder(model, local)
     return model
+
+
+def _unknown_encoder(encoder: str, arch: str) -> str:
+    """One line: the encoder is unknown, with the closest names smp has."""
+    import difflib
+
+    from segmentation_models_pytorch.encoders import get_encoder_names
+
+    names = get_encoder_names()
+    close = difflib.get_close_matches(encoder, names, n=4, cutoff=0.4) or names[:4]
+    return (
+        f"unknown encoder {encoder!r} for {arch}; did you mean {', '.join(close)}? "
+        f"({len(names)} encoders: segmentation_models_pytorch.encoders.get_encoder_names())"
+    )
 
 
 def _check_params(cls: type, params: dict[str, Any]) -> None:

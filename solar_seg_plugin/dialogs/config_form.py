@@ -53,6 +53,8 @@ CHOICES: dict[str, list[Any]] = {
     "data.upscale": [1, 2, 4, 8],
 }
 EDITABLE = {"model.arch", "model.encoder"}
+# Appended to the title of a tab that holds a refused setting.
+ERROR_MARK = " ⚠"
 # Fields followed by a free slot where the dialog shows related information.
 SLOTS = ("data.path", "train.device")
 SECTIONS = [("data", "Data"), ("model", "Model"), ("loss", "Loss"), ("optim", "Optimiser"),
@@ -365,19 +367,26 @@ class ConfigForm(QTabWidget):
     def clear_errors(self) -> None:
         for f in self.fields.values():
             show_error(f.error, None)
+        for i in range(self.count()):
+            self.setTabText(i, self.tabText(i).removesuffix(ERROR_MARK))
 
     def set_error(self, key: str, message: str) -> None:
         field = self.fields[key]
         show_error(field.error, message)
+        i = self.tab_of(key)
+        if i is not None and not self.tabText(i).endswith(ERROR_MARK):
+            self.setTabText(i, self.tabText(i) + ERROR_MARK)  # a refused field is in there
         self.show_field(key)
+
+    def tab_of(self, key: str) -> int | None:
+        w = self.fields[key].widget
+        return next((i for i in range(self.count()) if self.widget(i).isAncestorOf(w)), None)
 
     def show_field(self, key: str) -> None:
         """Bring the tab holding ``key`` to the front."""
-        w = self.fields[key].widget
-        for i in range(self.count()):
-            if self.widget(i).isAncestorOf(w):
-                self.setCurrentIndex(i)
-                return
+        i = self.tab_of(key)
+        if i is not None:
+            self.setCurrentIndex(i)
 
     def keys_in(self, message: str) -> list[str]:
         """Setting keys named in an engine error message (longest names first)."""

@@ -297,8 +297,11 @@ class TrainDialog(QDialog):
 
     def show_problems(self, problems: dict[str, str]) -> None:
         """Each problem beside its field (a field the form lacks: beside the name)."""
-        for key, message in problems.items():
-            self.form.set_error(key if key in self.form.fields else "name", message)
+        keys = [key if key in self.form.fields else "name" for key in problems]
+        for key, message in zip(keys, problems.values(), strict=True):
+            self.form.set_error(key, message)
+        if keys:
+            self.form.show_field(keys[0])  # the first problem's tab, in form order
 
     def _refused(self) -> None:
         self.status.setStyleSheet(ERROR_STYLE)

@@ -42,10 +42,19 @@ def add_field_row(grid: QGridLayout, label: str, widget: QWidget, error: QLabel)
     return row
 
 
+# Characters of an error shown beside a field (about four wrapped lines).
+MAX_ERROR_CHARS = 240
+
+
 def show_error(label: QLabel, message: str | None) -> None:
     """Show (or hide, for None) a message; its height is set for the wrapped text, which
-    grid layouts do not do by themselves for word-wrapped labels."""
-    label.setText(message or "")
+    grid layouts do not do by themselves for word-wrapped labels. A very long message
+    is cut (the whole of it is the tooltip) so it cannot push the form apart."""
+    text = message or ""
+    label.setToolTip(text if len(text) > MAX_ERROR_CHARS else "")
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 1].rstrip() + "…"
+    label.setText(text)
     label.setVisible(bool(message))
     if message:
         buddy = getattr(label, "buddy_widget", None)
