@@ -312,12 +312,16 @@ class SegmentDialog(QDialog):
         if opts["bands"]:
             self.settings.set(self._bands_key(), format_bands(opts["bands"]))
         self.settings.set("segment/polygons", self.polygons_check.isChecked())
+        bands = opts["bands"]
+        if self.meta is not None and bands == list(self.meta.bands or []):
+            # The model's own selection: let the engine use (and explain) it.
+            bands = None
         options = SegmentOptions(
             tile_size=self.tile_spin.value(),
             overlap=self.overlap_spin.value(),
             batch_size=self.batch_spin.value(),
             threshold=self.threshold_spin.value(),
-            bands=opts["bands"],
+            bands=bands,
             backend=opts["backend"],
             device=self.device_combo.currentText(),
             polygons=self.polygons_check.isChecked(),
@@ -367,12 +371,16 @@ class SegmentDialog(QDialog):
             self.status.setStyleSheet(ERROR_STYLE)
             self.status.setText(tr("Segmentation failed: {}").format(message))
             problems = getattr(task.error, "problems", None) or {}
+            shown = 0
             for key, text in problems.items():  # the engine's check, beside the fields
                 key = ENGINE_FIELDS.get(key, key)
                 if key == "raster":
                     key = "file" if self.file_edit.text() else "layer"
                 if key in self.errors:
                     show_error(self.errors[key], text)
+                    shown += 1
+            if shown == len(problems) and shown:  # nothing ran: all said beside the fields
+                self.status.setText(tr("Some inputs are refused: see the messages beside them."))
             if bar is not None:
                 bar.pushMessage(PLUGIN_NAME, message, Qgis.Critical)
             return

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QRect, Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -43,7 +44,7 @@ def add_field_row(grid: QGridLayout, label: str, widget: QWidget, error: QLabel)
 
 
 # Characters of an error shown beside a field (about four wrapped lines).
-MAX_ERROR_CHARS = 240
+MAX_ERROR_CHARS = 320
 
 
 def show_error(label: QLabel, message: str | None) -> None:
@@ -61,6 +62,21 @@ def show_error(label: QLabel, message: str | None) -> None:
         width = buddy.width() if buddy is not None and buddy.width() > 80 else 420
         label.ensurePolished()
         label.setMinimumHeight(label.heightForWidth(width) + 2)
+        # Once laid out the label may be narrower than its buddy: fit it again then.
+        QTimer.singleShot(0, lambda: _fit_height(label))
+
+
+def _fit_height(label: QLabel) -> None:
+    if sip.isdeleted(label) or not label.isVisible() or label.width() < 80:
+        return
+    # QLabel.heightForWidth underestimates text with long unbreakable parts (paths):
+    # measure the wrapped text and keep one spare line.
+    metrics = label.fontMetrics()
+    rect = metrics.boundingRect(QRect(0, 0, label.width(), 100000), int(Qt.TextWordWrap),
+                                label.text())  # fmt: skip
+    needed = rect.height() + metrics.lineSpacing() + 2
+    if needed > label.minimumHeight():
+        label.setMinimumHeight(needed)
 
 
 class PathEdit(QWidget):
