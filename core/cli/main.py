@@ -1,6 +1,6 @@
 """Command line of the engine: ``python -m core COMMAND ...``.
 
-Commands: stats, train, evaluate, compare, baseline, segment, export-onnx. Errors
+Commands: stats, chips, train, evaluate, compare, baseline, segment, export-onnx. Errors
 in the input (bad files, bad settings) print one clear line and exit with status 2.
 """
 
@@ -20,6 +20,7 @@ from .common import Session
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .labels import add_labels_commands
     from .segment import add_segment_commands
     from .stats import add_stats_command
     from .training import add_train_commands
@@ -30,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="machine-readable: progress, result and errors as JSON lines on stdout",
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
-    for register in (add_stats_command, add_train_commands, add_segment_commands):
+    for register in (
+        add_stats_command,
+        add_labels_commands,
+        add_train_commands,
+        add_segment_commands,
+    ):
         register(sub)
     return parser
 
