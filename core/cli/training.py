@@ -68,15 +68,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model_path = resolve_model_path(args.model)
     out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
-    result = evaluate(model_path, args.dataset, args.split, args.threshold, out_csv=out_csv)
+    plants_csv = args.plants_csv or model_path.parent / f"evaluate_{args.split}_plants.csv"
+    result = evaluate(model_path, args.dataset, args.split, args.threshold, out_csv=out_csv,
+                      plants_csv=plants_csv)  # fmt: skip
     m = {k: result.metrics.get(k) for k in METRIC_KEYS}
-    args.session.result({"metrics": m, "tiles": len(result.rows), "per_image_csv": str(out_csv)})
+    m["plants"] = result.plants.summary() if result.plants else None
+    args.session.result({"metrics": m, "tiles": len(result.rows), "per_image_csv": str(out_csv),
+                         "plants_csv": str(plants_csv)})  # fmt: skip
     if args.json:
         print(json.dumps(m))
     else:
         print(f"model {model_path}\nsplit {args.split} ({len(result.rows)} tiles)")
         print(format_metrics(m))
+        if result.plants is not None:
+            print(result.plants.text())
         print(f"per-image table: {out_csv}")
+        print(f"per-plant table: {plants_csv}")
     return 0
 
 
@@ -138,6 +145,10 @@ def add_train_commands(sub) -> None:
     )
     p.add_argument("--threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--csv", type=Path, default=None, help="per-image CSV path")
+    p.add_argument(
+        "--plants-csv", type=Path, default=None,
+        help="per-plant CSV path (default: evaluate_<split>_plants.csv beside the model)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -29,6 +29,7 @@ from ..io import atomic_write_text
 from ..models.build import ModelMeta, load_model, min_input_side, resolve_device
 from ..progress import CancelFn, ProgressFn, never_cancel, no_progress
 from .metrics import ConfusionCounts, ThresholdScan, confusion, per_image_row
+from .plants import PlantMetrics, plants_of_predictions, write_plants_csv
 from .predict import iter_native_probabilities
 
 PER_IMAGE_FIELDS = ["tile_id", "iou", "f1", "precision", "recall", "tp", "fp", "fn", "tn",
@@ -51,6 +52,8 @@ class EvalResult:
     threshold: float
     rows: list[dict] = field(default_factory=list)
     scan: ThresholdScan | None = None
+    # Plant-level results (core.evaluation.plants), over every tile of the split.
+    plants: PlantMetrics | None = None
 
 
 class SplitMismatchError(DatasetError):
@@ -179,9 +182,15 @@ def is_blank(t: Tile) -> bool:
 
 
 def evaluate_predictions(
-    preds: list[TilePrediction], threshold: float, skip_blank: bool = False, scan: bool = False
+    preds: list[TilePrediction],
+    threshold: float,
+    skip_blank: bool = False,
+    scan: bool = False,
+    plants: bool = False,
 ) -> EvalResult:
-    """Counts summed over the split (never averaged per batch) and per-tile rows."""
+    """Counts summed over the split (never averaged per batch) and per-tile rows; with
+    ``plants``, the plant-level results too (all tiles: a blank tile can hold false
+    detections)."""
     counts = ConfusionCounts()
     rows = []
     th_scan = ThresholdScan() if scan else None
@@ -194,7 +203,8 @@ def evaluate_predictions(
             th_scan.update(p.prob, p.tile.mask, p.tile.valid)
     metrics = counts.metrics(json_safe=True)
     metrics["threshold"] = threshold
-    return EvalResult(counts, metrics, threshold, rows, th_scan)
+    plant_metrics = plants_of_predictions(preds, threshold) if plants else None
+    return EvalResult(counts, metrics, threshold, rows, th_scan, plant_metrics)
 
 
 def write_per_image_csv(rows: list[dict], path: str | Path) -> None:
@@ -215,8 +225,11 @@ def evaluate(
     cancel: CancelFn = never_cancel,
     out_csv: str | Path | None = None,
     device: str = "auto",
+    plants_csv: str | Path | None = None,
 ) -> EvalResult:
-    """Metrics of a saved model on a split, at its stored threshold unless given.
+    """Metrics of a saved model on a split, at its stored threshold unless given:
+    pixel metrics and plant-level results (``result.plants``; one row per plant in
+    ``plants_csv`` when given).
 
     ``dataset_path`` None (or the model's training dataset): the split of training,
     reproduced with the stored ``data.limit`` and split settings and verified against
@@ -228,7 +241,10 @@ def evaluate(
     """
     meta, preds = predict_split(model_path, dataset_path, split, progress, cancel, device=device)
     skip = config_of_model(meta).data.skip_blank_in_metrics
-    result = evaluate_predictions(preds, meta.threshold if threshold is None else threshold, skip)
+    th = meta.threshold if threshold is None else threshold
+    result = evaluate_predictions(preds, th, skip, plants=True)
     if out_csv is not None:
         write_per_image_csv(result.rows, out_csv)
+    if plants_csv is not None and result.plants is not None:
+        write_plants_csv(result.plants, plants_csv)
     return result
