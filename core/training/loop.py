@@ -39,6 +39,7 @@ from ..models.build import (
 )
 from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
 from . import runs
+from .finetune import load_init_model, load_weights, starting_stats
 from .losses import build_loss
 
 SPLITS = ("train", "val", "test")
@@ -188,12 +189,16 @@ def train(
     """Train a model as configured and write a complete run folder.
 
     With ``resume`` (a run folder with ``checkpoint.pt``), the run continues from its
-    last finished epoch with the config, split and history it had.
+    last finished epoch with the config, split and history it had. With
+    ``model.init_from`` the network starts from that model file's weights
+    (:mod:`core.training.finetune`; checked before the run folder is created).
     """
+    init = None
     if resume is not None:
         run_dir = Path(resume)
         cfg = runs.load_run_config(run_dir)
     else:
+        init = load_init_model(cfg)
         run_dir = runs.new_run_dir(cfg)
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
@@ -206,6 +211,9 @@ def train(
         stats = BandStats.load(run_dir / "stats.json")
     else:
         pairs, stats, data_info = prepare_data(cfg)
+        stats = starting_stats(stats, init, cfg.model.init_normalisation)
+        if init is not None:
+            runs.write_json(run_dir / "init_from.json", init.record())
         save_config(cfg, run_dir / "config.yaml")
         write_manifest(pairs, run_dir / "split.csv")
         stats.save(run_dir / "stats.json")
@@ -231,6 +239,8 @@ def train(
     model = build_model(
         cfg.model.arch, cfg.model.encoder, in_ch, cfg.model.encoder_weights, cfg.model.params
     )
+    if init is not None:
+        load_weights(model, init)
     model.to(device)
     loss_fn = build_loss(cfg.loss.terms)
     opt_cls = torch.optim.AdamW if cfg.optim.optimizer == "adamw" else torch.optim.Adam
