@@ -44,6 +44,14 @@ def _progress_printer():
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from ..segment.engine import SegmentOptions, segment_raster
+    from ..segment.reference import ReferenceOptions
+
+    reference = None
+    if args.reference:
+        reference = ReferenceOptions(
+            args.reference, args.reference_layer, args.reference_where,
+            args.reference_field, args.all_touched,
+        )  # fmt: skip
 
     options = SegmentOptions(
         tile_size=args.tile,
@@ -58,6 +66,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         min_area_m2=args.min_area,
         tta=args.tta,
         overwrite=args.overwrite,
+        reference=reference,
     )
     session = args.session
     result = segment_raster(
@@ -71,6 +80,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for path in result.outputs:
         print(f"wrote {path}")
     print(result.summary())
+    if result.plants_text:
+        print(result.plants_text)
     return 0
 
 
@@ -94,7 +105,7 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``segment`` and ``export-onnx`` on ``python -m core``'s subparsers."""
     p = subparsers.add_parser(
         "segment",
-        help="segment a whole raster: probability.tif, mask.tif [, panels.gpkg]",
+        help="segment a whole raster: probability.tif, mask.tif [, panels.gpkg, plants.*]",
         description="Segment a raster of any size with a model (run folder, .pt model "
         "file or .onnx file) and write probability.tif, mask.tif and, with --polygons, "
         "panels.gpkg into the output folder, on the raster's own grid.",
@@ -127,6 +138,20 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
         help="float32 0..1 (nodata NaN) or uint8 0..254 (scale 1/254, nodata 255)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--reference", default=None, metavar="POLYGONS",
+        help="reference plant polygons: also write plants.csv and plants.gpkg (found/missed "
+        "plants, false detections)",
+    )  # fmt: skip
+    p.add_argument("--reference-layer", default=None, help="layer of --reference")
+    p.add_argument("--reference-where", default=None, help="attribute filter of --reference")
+    p.add_argument(
+        "--reference-field", default=None,
+        help="field naming the plant (default: touching polygons form one plant)",
+    )  # fmt: skip
+    p.add_argument(
+        "--all-touched", action="store_true", help="reference plants: burn every touched pixel"
+    )
     p.set_defaults(func=cmd_segment)
 
     e = subparsers.add_parser(

@@ -15,6 +15,8 @@ Pipeline (see :func:`segment_raster`):
    to the probability and mask GeoTIFFs and dropped. Peak memory is set by the tile size,
    batch size and raster *width*, never by its height.
 5. Optionally, polygons of the mask go to a GeoPackage.
+6. Optionally (``reference``), the mask is matched with reference polygons plant by
+   plant: ``plants.csv`` and ``plants.gpkg`` (:mod:`core.segment.reference`).
 
 Outputs live under temporary names until everything succeeded; a failure or a cancel
 removes them.
@@ -48,6 +50,7 @@ from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cance
 from .backends import Backend, load_backend
 from .blend import StripBlender
 from .polygons import polygonize_mask, raster_area_m2
+from .reference import PLANTS_CSV, PLANTS_GPKG, ReferenceOptions, score_scene
 from .resample import downscale_mean, upscale_bicubic
 from .windows import Window, WindowGrid, pad_to_tile
 from .writers import (
@@ -85,6 +88,8 @@ class SegmentOptions:
     min_area_m2: float = 0.0
     tta: bool = False  # flip test-time augmentation (4 passes, averaged)
     overwrite: bool = False
+    # Reference polygons: plant-level results in plants.csv / plants.gpkg.
+    reference: ReferenceOptions | None = None
 
     def validate(self) -> None:
         if self.tile_size is not None and self.tile_size < 1:
@@ -134,11 +139,17 @@ class SegmentResult:
     overlap: int
     backend: str
     timings: dict[str, float] = field(default_factory=dict)
+    # With reference polygons: the plant tables and the plant-level summary.
+    plants_csv_path: Path | None = None
+    plants_gpkg_path: Path | None = None
+    plants: dict[str, Any] | None = None
+    plants_text: str = ""
 
     @property
     def outputs(self) -> list[Path]:
         paths = [self.probability_path, self.mask_path]
-        return paths + ([self.polygons_path] if self.polygons_path else [])
+        paths += [self.polygons_path] if self.polygons_path else []
+        return paths + [p for p in (self.plants_csv_path, self.plants_gpkg_path) if p]
 
     def summary(self) -> str:
         """One line: pixels, windows, time, speed, panels and their area."""
@@ -383,6 +394,8 @@ def segment_raster(
     options.validate()
     out_dir = Path(out_dir)
     check_outputs(_final_paths(out_dir, options), options.overwrite)  # fail before loading
+    if options.reference is not None:
+        options.reference.open()  # a bad polygon layer fails before the model loads
     t0 = time.perf_counter()
     backend, meta = load_backend(model_path, options.backend, options.device, options.tta)
     result = segment_with_backend(
@@ -398,7 +411,8 @@ def segment_raster(
 
 def _final_paths(out_dir: Path, options: SegmentOptions) -> list[Path]:
     paths = [out_dir / PROBABILITY_FILENAME, out_dir / MASK_FILENAME]
-    return paths + ([out_dir / POLYGONS_FILENAME] if options.polygons else [])
+    paths += [out_dir / POLYGONS_FILENAME] if options.polygons else []
+    return paths + ([out_dir / PLANTS_CSV, out_dir / PLANTS_GPKG] if options.reference else [])
 
 
 def segment_with_backend(
@@ -448,6 +462,11 @@ def segment_with_backend(
             )
             panels, polygon_area_m2, polygons_path = summary.count, summary.area_m2, finals[2]
             timings["polygons_s"] = time.perf_counter() - t0 - timings["windows_s"]
+        plants = None
+        if options.reference is not None:
+            check_cancel(cancel)
+            progress(Progress("plants", 1.0, "matching the reference plants"))
+            plants = score_scene(tmps[1], options.reference, tmps[-2], tmps[-1], raster_path.name)
     seconds = time.perf_counter() - t0
     timings["total_s"] = seconds
     g = plan.grid
@@ -476,4 +495,8 @@ def segment_with_backend(
         overlap=plan.overlap,
         backend=backend.name,
         timings=timings,
+        plants_csv_path=finals[-2] if plants is not None else None,
+        plants_gpkg_path=finals[-1] if plants is not None else None,
+        plants=plants.summary() if plants is not None else None,
+        plants_text=plants.text() if plants is not None else "",
     )
