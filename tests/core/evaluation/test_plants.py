@@ -149,3 +149,32 @@ def test_pixel_areas_utm_geographic_and_no_crs():
     assert equator[0] == pytest.approx(110.574 * 111.320, rel=1e-3)  # m per 0.001 deg
     areas, note = pixel_areas_m2(None, None, 2, 2)
     assert note == NO_CRS_NOTE and areas.tolist() == [100.0, 100.0]
+
+
+def test_real_austria_chips_perfect_and_empty_predictions(tmp_path):
+    """Plants of the 26 real Austria tiles (chips of the 25 rasters + OSM polygons):
+    a perfect prediction finds every plant; areas are 10 m UTM pixels in hectares."""
+    from core.data.discovery import find_dataset
+    from core.data.tiles import read_tile
+    from core.evaluation.evaluate import TilePrediction
+    from core.evaluation.plants import plants_of_predictions
+    from core.labels.chips import ChipSettings, make_chips
+    from tests.conftest import DATA
+
+    austria = DATA / "austria-pv"
+    make_chips([austria / "images"], austria / "photovoltaic_osm.gpkg", tmp_path / "chips",
+               ChipSettings(tile=64, group_field="id"))  # fmt: skip
+    preds = []
+    for pair in find_dataset(tmp_path / "chips").pairs:
+        tile = read_tile(pair, [4, 3, 2, 8])
+        preds.append(TilePrediction(pair, tile, tile.mask.astype(np.float32)))
+    perfect = plants_of_predictions(preds, 0.5)
+    assert perfect.plants == perfect.found == perfect.predicted_objects
+    assert perfect.false_detections == 0 and perfect.area_notes == set()
+    assert perfect.plants == 27  # 8-connected components: 26 tiles, one of them holds two
+    # Every chip pixel is valid, so the plant pixels are the manifest's 6,783.
+    assert sum(r.reference_pixels for r in perfect.rows) == 6783
+    assert perfect.reference_ha == pytest.approx(67.83, rel=1e-3)  # 100 m² pixels (UTM)
+    assert perfect.predicted_ha == pytest.approx(perfect.reference_ha)
+    empty = plants_of_predictions(preds, 1.5)
+    assert (empty.found, empty.predicted_objects, empty.recall) == (0, 0, 0.0)
