@@ -24,6 +24,10 @@ plants joins them, and the group of a tile is the connected set of plants so joi
 (named after its first plant, with ``+N`` for N more). All-background tiles have no
 group (each is its own unit in the split). ``plants`` lists the plants in each tile.
 
+**Memory.** Each raster's plant labels are burnt whole (4 bytes a pixel, e.g. 400 MB
+for a 10,000 x 10,000 scene); image windows are read one at a time, twice (once to
+score validity, once to write the kept tiles).
+
 **Output folder.** Everything is written under a hidden staging folder inside the
 output folder and moved into place at the end (manifest last), so an error or a cancel
 leaves the folder as it was. A folder already holding a dataset (``manifest.csv``,
@@ -306,7 +310,7 @@ def make_chips(
             out_dir.rmdir()
         raise
 
-    with_plants = {names for c in positive for names in c.plants}
+    with_plants = {k for c in positive for k in c.plants}
     raster_has = {c.raster for c in positive}
     result = ChipsResult(
         out_dir=out_dir,
