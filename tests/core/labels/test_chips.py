@@ -311,6 +311,10 @@ def test_austria_counts_groups_and_split(austria_chips):
         "3",
     ]
     assert rows["S2_2022_31_r0_c0"]["group"] == "31+9"  # ten OSM polygons reach that chip
+    # One raster is in UTM zone 32, the others in 33; the labels are in EPSG:4326.
+    with rasterio.open(out / rows["S2_2022_102_r0_c0"]["image"]) as img:
+        assert img.crs.to_epsg() == 32632
+    assert rows["S2_2022_102_r0_c0"]["positive_pixels"] == "70"
     index = find_dataset(out)
     assert index.form == "manifest" and len(index.pairs) == 26
     pairs = split_pairs(index, SplitConfig(seed=42, val=0.2, test=0.2))
