@@ -8,6 +8,7 @@ import dataclasses
 
 def cmd_chips(args: argparse.Namespace) -> int:
     from ..labels.chips import ChipSettings, make_chips
+    from .common import throttled_progress
 
     settings = ChipSettings(
         tile=args.tile,
@@ -23,8 +24,9 @@ def cmd_chips(args: argparse.Namespace) -> int:
     )
     session = args.session
     result = make_chips(
-        args.rasters, args.labels, args.out, settings, session.progress(), session.cancel
-    )
+        args.rasters, args.labels, args.out, settings,
+        session.progress(throttled_progress()), session.cancel,
+    )  # fmt: skip
     data = dataclasses.asdict(result)
     session.result({**{k: (str(v) if k in ("out_dir", "manifest") else v)
                        for k, v in data.items()}, "summary": result.summary()})  # fmt: skip
