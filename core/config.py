@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import Problem, UserError
 from .models.meta import min_input_side
 
 
@@ -339,6 +339,7 @@ def load_config(
     overrides: list[str] | None = None,
     values: dict[str, Any] | None = None,
     default_version: int = CONFIG_VERSION,
+    check: bool = True,
 ) -> RunConfig:
     """Load a YAML run config (defaults when ``path`` is None), migrate it, then apply
     typed ``values`` (dotted keys, taken as they are) and finally the ``key=value``
@@ -364,48 +365,71 @@ def load_config(
         set_value(data, key, value)
     data = apply_overrides(data, overrides or [])
     cfg = from_dict(RunConfig, data)
-    validate(cfg)
+    if check:  # check=False: the caller reports every problem (core.training.checks)
+        validate(cfg)
     return cfg
 
 
-def validate(cfg: RunConfig) -> None:
-    """Reject values the engine cannot run with, naming the setting."""
+def config_problems(cfg: RunConfig) -> list[Problem]:
+    """Every value the engine cannot run with, keyed by its setting (no file access)."""
+    out: list[Problem] = []
+
+    def refuse(key: str, message: str) -> None:
+        out.append(Problem(key, message))
+
     if cfg.data.upscale not in (1, 2, 4, 8):
-        raise ConfigError(f"data.upscale must be 1, 2, 4 or 8, got {cfg.data.upscale}")
+        refuse("data.upscale", f"data.upscale must be 1, 2, 4 or 8, got {cfg.data.upscale}")
     if cfg.data.pad_multiple < 1:
-        raise ConfigError("data.pad_multiple must be >= 1")
+        refuse("data.pad_multiple", "data.pad_multiple must be >= 1")
     crop = cfg.data.train_crop
-    if crop is not None and (crop < 1 or crop % cfg.data.pad_multiple):
-        raise ConfigError(
+    if crop is not None and (crop < 1 or crop % max(1, cfg.data.pad_multiple)):
+        refuse(
+            "data.train_crop",
             f"data.train_crop must be a positive multiple of the pad multiple "
-            f"({cfg.data.pad_multiple}), got {crop}"
+            f"({cfg.data.pad_multiple}), got {crop}",
         )
-    if crop is not None and crop < min_input_side(cfg.model.arch):
-        raise ConfigError(
+    elif crop is not None and crop < min_input_side(cfg.model.arch):
+        refuse(
+            "data.train_crop",
             f"data.train_crop {crop} is below the {min_input_side(cfg.model.arch)} px that "
-            f"{cfg.model.arch} needs"
+            f"{cfg.model.arch} needs",
         )
     if cfg.data.bands is not None and any(b < 1 for b in cfg.data.bands):
-        raise ConfigError(f"data.bands are 1-based band numbers, got {cfg.data.bands}")
+        refuse("data.bands", f"data.bands are 1-based band numbers, got {cfg.data.bands}")
     s = cfg.data.split
     if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
-        raise ConfigError("data.split.val and data.split.test must be in [0,1) and sum < 1")
+        refuse("data.split.val", "data.split.val and data.split.test must be in [0,1) and sum < 1")
     if cfg.model.init_normalisation not in ("model", "data"):
-        raise ConfigError(
-            f"model.init_normalisation must be model or data, got {cfg.model.init_normalisation!r}"
+        refuse(
+            "model.init_normalisation",
+            f"model.init_normalisation must be model or data, got {cfg.model.init_normalisation!r}",
         )
     if cfg.optim.optimizer not in ("adam", "adamw"):
-        raise ConfigError(f"optim.optimizer must be adam or adamw, got {cfg.optim.optimizer!r}")
+        refuse(
+            "optim.optimizer",
+            f"optim.optimizer must be adam or adamw, got {cfg.optim.optimizer!r}",
+        )
     if cfg.optim.scheduler not in ("none", "step", "plateau", "cosine"):
-        raise ConfigError(
-            f"optim.scheduler must be none, step, plateau or cosine, got {cfg.optim.scheduler!r}"
+        refuse(
+            "optim.scheduler",
+            f"optim.scheduler must be none, step, plateau or cosine, got {cfg.optim.scheduler!r}",
         )
     if cfg.train.early_stop.monitor not in ("val_loss", "val_iou"):
-        raise ConfigError("train.early_stop.monitor must be val_loss or val_iou")
-    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
-        raise ConfigError("train.epochs and train.batch_size must be >= 1")
+        refuse("train.early_stop.monitor", "train.early_stop.monitor must be val_loss or val_iou")
+    if cfg.train.epochs < 1:
+        refuse("train.epochs", "train.epochs must be >= 1")
+    if cfg.train.batch_size < 1:
+        refuse("train.batch_size", "train.batch_size must be >= 1")
     if not cfg.loss.terms:
-        raise ConfigError("loss.terms must name at least one loss")
+        refuse("loss.terms", "loss.terms must name at least one loss")
+    return out
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise :class:`ConfigError` for the first value :func:`config_problems` refuses."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(problems[0].message, problems[0].field)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

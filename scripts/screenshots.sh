@@ -213,21 +213,20 @@ def segment_s2_result():
 
 def segment_s2_shot():
     grab(S["win"], "segment_result_s2.png")
-    missing = {"onnxruntime": "ModuleNotFoundError: No module named 'onnxruntime'"}
-    S["deps"] = S["plugin"].show_dependencies(missing)  # how it looks when a package is missing
-    return 0.5
+    S["engine"] = S["plugin"].show_engine_dialog()  # the engine's Python, doctor report, plan
+    return lambda: S["engine"].report is not None and S["engine"].plan is not None
 
 
-def deps_shot():
-    grab(S["deps"], "dependencies.png")
-    S["deps"].close()
+def engine_shot():
+    grab(S["engine"], "engine_environment.png")
+    S["engine"].close()
     (WORK / "done").write_text("ok")
 
 
 STEPS = [window, train_setup, train_start, train_running, train_summary, inspect_start,
          inspect_shot, analysis_select, analysis_zoom, analysis_shot, analysis_threshold_shot,
          segment_setup, segment_start, segment_done, segment_result, segment_s2_result,
-         segment_s2_shot, deps_shot]
+         segment_s2_shot, engine_shot]
 S["step"], S["wait"], S["until"], S["busy"] = 0, None, 0.0, False
 
 

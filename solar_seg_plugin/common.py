@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +85,44 @@ def parse_bands(text: str) -> list[int] | None:
 
 def format_bands(bands: list[int] | None) -> str:
     return "" if not bands else ",".join(str(b) for b in bands)
+
+
+def raster_shape(path: str | Path) -> tuple[int, int, int]:
+    """(bands, width, height) of a raster, read with QGIS's own GDAL; OSError with one
+    line naming the file when GDAL cannot open it."""
+    from osgeo import gdal
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # no "ERROR 4" lines; the message says it
+    try:
+        ds = gdal.Open(str(path))
+        reason = gdal.GetLastErrorMsg()
+    finally:
+        gdal.PopErrorHandler()
+    if ds is None:
+        raise OSError(f"{path}: {reason.splitlines()[0] if reason else 'not a readable raster'}")
+    return ds.RasterCount, ds.RasterXSize, ds.RasterYSize
+
+
+def safe_slot(slot: Callable[..., Any]) -> Callable[..., Any]:
+    """``slot`` for a Qt signal, made safe: PyQt aborts the whole of QGIS (qFatal) when
+    a Python slot raises, so an exception is logged with its traceback and shown in
+    QGIS's message bar instead."""
+
+    @functools.wraps(slot)
+    def run(*args: Any) -> Any:
+        try:
+            return slot(*args)
+        except Exception as exc:  # a bug in a slot must not take QGIS down
+            log(f"SolarSeg: {type(exc).__name__}: {exc}\n{traceback.format_exc()}", Qgis.Critical)
+            try:
+                from qgis.utils import iface
+
+                if iface is not None:
+                    iface.messageBar().pushMessage(
+                        "SolarSeg", f"{type(exc).__name__}: {exc}", Qgis.Critical
+                    )
+            except Exception:  # no interface (tests, Processing): the log has it
+                pass
+            return None
+
+    return run

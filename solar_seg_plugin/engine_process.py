@@ -43,6 +43,8 @@ class EngineOutcome:
     error: str = ""  # one line for the user; empty when the command succeeded
     error_type: str = ""
     field: str | None = None
+    # Every refused input of the engine's check: [{"field": ..., "message": ...}].
+    problems: list[dict] = dataclasses.field(default_factory=list)
     cancelled: bool = False
     stderr_tail: list[str] = dataclasses.field(default_factory=list)
 
@@ -142,6 +144,11 @@ def run_engine(
             outcome.error = message.splitlines()[0]
             outcome.error_type = str(event.get("type", ""))
             outcome.field = event.get("field")
+            outcome.problems = [
+                {"field": str(p.get("field") or ""), "message": str(p.get("message", ""))}
+                for p in event.get("problems") or []
+                if isinstance(p, dict)
+            ]
         elif kind == "cancelled":
             outcome.cancelled = True
         on_event(event)
@@ -162,7 +169,8 @@ def run_engine(
 
 def default_engine_python(configured: str | None = None, fallback: str | None = None) -> str:
     """The engine's Python: the plugin setting, else ``$SOLARSEG_ENGINE_PYTHON`` (``make
-    run`` points it at the project's .venv), else ``fallback`` (QGIS's own Python)."""
+    run`` points it at the project's .venv), else ``fallback`` (the environment the
+    installer made in this profile, else QGIS's own Python: see ``engine_env``)."""
     return configured or os.environ.get(ENGINE_PYTHON_VAR) or fallback or sys.executable
 
 

@@ -1,5 +1,5 @@
 """The plugin object QGIS creates: toolbar, Raster > SolarSeg menu, Processing
-provider, dependency check, and everything removed again in :meth:`unload`."""
+provider, the engine environment check, and everything removed again in :meth:`unload`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from typing import Any
 from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtWidgets import QAction, QDockWidget, QPushButton, QToolBar, QWidget
 
-from . import deps
-from .common import PLUGIN_NAME, icon, tr
+from .common import PLUGIN_NAME, icon, log, safe_slot, tr
 
 MENU = "&SolarSeg"
 # The engine warns once per tile without CRS; inside QGIS every warning becomes a line in
@@ -51,6 +50,7 @@ class SolarSegPlugin:
         self.docks: list[QDockWidget] = []
         self.dialogs: dict[str, QWidget] = {}
         self.analyses: list[Any] = []
+        self._engine_ok: set[str] = set()  # engine Pythons found usable this session
 
     # --- QGIS entry points -------------------------------------------------------
     def initProcessing(self) -> None:  # noqa: N802 (QGIS API name)
@@ -63,7 +63,6 @@ class SolarSegPlugin:
         QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 (QGIS API name)
-        deps.add_deps_dir_to_path()
         warnings.filterwarnings(QUIET_WARNINGS[0], message=QUIET_WARNINGS[1])
         self.initProcessing()
         self.toolbar = self.iface.addToolBar(PLUGIN_NAME)
@@ -71,7 +70,9 @@ class SolarSegPlugin:
         self._add_action("solarsegTrain", tr("Train…"), self.open_train, "train.svg")
         self._add_action("solarsegSegment", tr("Segment Layer…"), self.open_segment, "segment.svg")
         self._add_action("solarsegInspect", tr("Inspect Errors…"), self.open_inspect, "inspect.svg")
-        self.check_dependencies()
+        self._add_action("solarsegEngine", tr("Engine Environment…"), self.show_engine_dialog,
+                         "icon.svg", toolbar=False)  # fmt: skip
+        self.check_engine()
 
     def unload(self) -> None:
         """Remove every action, menu entry, toolbar, dock and provider added."""
@@ -107,46 +108,69 @@ class SolarSegPlugin:
         _forget_submodules(__package__)
 
     # --- helpers -------------------------------------------------------------------
-    def _add_action(self, name: str, text: str, slot: Callable[[], Any], icon_name: str) -> QAction:
+    def _add_action(
+        self, name: str, text: str, slot: Callable[[], Any], icon_name: str, toolbar: bool = True
+    ) -> QAction:
         action = QAction(icon(icon_name), text, self.iface.mainWindow())
         action.setObjectName(name)
-        action.triggered.connect(lambda _checked=False: slot())
-        self.toolbar.addAction(action)
+        action.triggered.connect(safe_slot(lambda _checked=False: slot()))
+        if toolbar:
+            self.toolbar.addAction(action)
         self.iface.addPluginToRasterMenu(MENU, action)
         self.actions.append(action)
         return action
 
-    def check_dependencies(self, modules: tuple[str, ...] | None = None) -> list[str]:
-        """Message bar naming missing engine packages, with a button to the installer."""
-        modules = tuple(deps.ENGINE_PACKAGES) if modules is None else modules
-        missing = deps.missing_modules(modules)
-        if missing:
-            names = ", ".join(deps.ENGINE_PACKAGES.get(m, m) for m in missing)
+    # --- the engine's Python ----------------------------------------------------------
+    def engine_python(self) -> str:
+        from .tasks import engine_python
+
+        return engine_python()
+
+    def engine_problem(self) -> str:
+        """ "" when the engine's Python has the engine's packages (checked in a subprocess,
+        no import in QGIS's process; a good answer is remembered for this session)."""
+        from .engine_env import engine_problem
+
+        python = self.engine_python()
+        if python in self._engine_ok:
+            return ""
+        problem = engine_problem(python, timeout=10.0)
+        if not problem:
+            self._engine_ok.add(python)
+        return problem
+
+    def check_engine(self) -> str:
+        """At load: a message bar with a button to the installer when the engine's Python
+        is not usable; returns the problem ("" when ready)."""
+        problem = self.engine_problem()
+        if problem:
+            log(problem)
             bar = self.iface.messageBar()
-            item = bar.createMessage(PLUGIN_NAME, tr("missing Python package(s): {}").format(names))
-            button = QPushButton(tr("Install…"), item)
-            button.clicked.connect(
-                lambda _c=False, m=missing: self.show_dependencies(
-                    {n: tr("not installed") for n in m}
-                )
+            item = bar.createMessage(
+                PLUGIN_NAME, tr("the engine is not installed: {}").format(problem)
             )
+            button = QPushButton(tr("Set up…"), item)
+            button.clicked.connect(lambda _c=False: self.show_engine_dialog())
             item.layout().addWidget(button)
             bar.pushWidget(item, Qgis.Warning)
-        return missing
+        return problem
 
-    def show_dependencies(self, problems: dict[str, str]) -> QWidget:
-        from .dialogs.deps_dialog import DependenciesDialog
+    def show_engine_dialog(self) -> QWidget:
+        """The engine environment dialog (doctor report, installer, choose a Python)."""
+        from .dialogs.engine_dialog import EngineDialog
 
-        dlg = DependenciesDialog(problems, self.iface.mainWindow())
-        self._keep("deps", dlg)
-        dlg.show()
-        return dlg
+        def build() -> QWidget:
+            dlg = EngineDialog(self.engine_python(), self.iface.mainWindow())
+            dlg.engine_changed.connect(lambda _p: self._engine_ok.clear())
+            return dlg
 
-    def ensure_engine(self, modules: tuple[str, ...]) -> bool:
-        """Import what a tool needs; on failure show the dependency dialog."""
-        problems = deps.import_problems(modules)
-        if problems:
-            self.show_dependencies(problems)
+        return self._show("engine", build)
+
+    def ensure_engine(self) -> bool:
+        """Before a tool opens: is the engine's Python usable? If not, show the dialog."""
+        problem = self.engine_problem()
+        if problem:
+            self.show_engine_dialog()
             return False
         return True
 
@@ -169,7 +193,7 @@ class SolarSegPlugin:
 
     # --- tools ---------------------------------------------------------------------
     def open_train(self) -> QWidget | None:
-        if not self.ensure_engine(deps.TRAIN_NEEDS):
+        if not self.ensure_engine():
             return None
         from .dialogs.train_dialog import TrainDialog
 
@@ -178,7 +202,7 @@ class SolarSegPlugin:
         )
 
     def open_segment(self) -> QWidget | None:
-        if not self.ensure_engine(deps.SEGMENT_NEEDS):
+        if not self.ensure_engine():
             return None
         from .dialogs.segment_dialog import SegmentDialog
 
@@ -186,7 +210,7 @@ class SolarSegPlugin:
 
     def open_inspect(self, model_path: str | Path | None = None, start: bool = False):
         """Inspect Errors dialog; with ``start`` it runs at once (from the Train dialog)."""
-        if not self.ensure_engine(deps.INSPECT_NEEDS):
+        if not self.ensure_engine():
             return None
         from .dialogs.inspect_dialog import InspectDialog
 

@@ -1,5 +1,6 @@
 """QgsTask wrappers around the engine: training, split prediction, segmentation and
-dataset summaries run in the background while QGIS stays responsive.
+dataset summaries run in the background while QGIS stays responsive. Training, split
+prediction and segmentation run in the engine's own process (EngineProcessTask).
 
 Each task passes the engine a ``progress`` callback (-> ``setProgress`` and the
 ``info`` signal carrying the engine's info dict) and ``isCanceled`` as the cancel
@@ -115,10 +116,11 @@ def start(task: EngineTask) -> EngineTask:
 
 def engine_python() -> str:
     """The Python the engine runs in (see :mod:`.engine_process`)."""
-    from .common import Settings
-    from .deps import python_executable
+    from .common import Settings, profile_python_dir
+    from .engine_env import fallback_python
 
-    return default_engine_python(Settings().get("engine_python", "", str), python_executable())
+    configured = Settings().get("engine_python", "", str)
+    return default_engine_python(configured, fallback_python(profile_python_dir()))
 
 
 class EngineProcessTask(EngineTask):
@@ -150,7 +152,7 @@ class EngineProcessTask(EngineTask):
         if self.outcome.stderr_tail:
             log("engine output (last lines):\n" + "\n".join(self.outcome.stderr_tail))
         if self.outcome.error:
-            raise EngineError(self.outcome.error)
+            raise EngineError(self.outcome.error, self.outcome.problems)
         if self.outcome.cancelled and self.outcome.result is None:
             self.cancelled = True
             return None
@@ -162,7 +164,14 @@ class EngineProcessTask(EngineTask):
 
 
 class EngineError(Exception):
-    """The engine reported an error, or its process died: the message is one line."""
+    """The engine reported an error, or its process died: the message is one line;
+    ``problems`` are the refused inputs keyed by field (``{field: message}``)."""
+
+    def __init__(self, message: str, problems: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.problems: dict[str, str] = {}
+        for p in problems or []:
+            self.problems.setdefault(p["field"], p["message"])
 
 
 class TrainTask(EngineProcessTask):
@@ -193,16 +202,33 @@ class TrainTask(EngineProcessTask):
 
 @dataclass
 class SplitPredictions:
-    """Probabilities of one split, kept so the threshold can change without inference."""
+    """A predicted split read back from ``predict-split``'s folder (numpy only): the
+    probabilities are kept so the threshold can change without inference."""
 
     model_path: Path
     split: str
-    meta: Any
-    predictions: list
+    folder: Path
+    index: dict  # index.json: threshold, skip_blank, rgb_bands, metrics, tiles...
+    tiles: list  # core.evaluation.split_files.SplitTile, in split order
 
 
-class PredictSplitTask(EngineTask):
-    """``core.evaluation.evaluate.predict_split``: probabilities of every tile of a split."""
+def predict_split_args(
+    model_path: Path, dataset_path: Any, split: str, out_dir: Path, tta: bool | None,
+    device: str, rgb_bands: list[int] | None, reuse: bool,
+) -> list[str]:  # fmt: skip
+    """``python -m core predict-split`` arguments."""
+    args = ["predict-split", str(model_path)] + ([str(dataset_path)] if dataset_path else [])
+    args += ["--split", split, "--out", str(out_dir), "--device", device]
+    if tta is not None:
+        args.append("--tta" if tta else "--no-tta")
+    if rgb_bands:
+        args += ["--rgb", ",".join(str(b) for b in rgb_bands)]
+    return args + (["--reuse"] if reuse else [])
+
+
+class PredictSplitTask(EngineProcessTask):
+    """``predict-split`` in the engine process: every tile of a split predicted into
+    ``out_dir`` (index.json + one .npz per tile), then read back here with numpy."""
 
     def __init__(
         self,
@@ -211,24 +237,32 @@ class PredictSplitTask(EngineTask):
         split: str = "test",
         tta: bool | None = None,
         device: str = "auto",
+        out_dir: str | Path | None = None,
+        rgb_bands: list[int] | None = None,
+        reuse: bool = True,
+        python: str | None = None,
     ) -> None:
-        super().__init__(f"SolarSeg: predict the {split} split")
         self.model_path, self.dataset_path = Path(model_path), dataset_path
         self.split, self.tta, self.device = split, tta, device
+        if out_dir is None:
+            base = self.model_path if self.model_path.is_dir() else self.model_path.parent
+            out_dir = base / f"inspect_{split}" / PREDICTIONS_DIR
+        self.out_dir = Path(out_dir)
+        args = predict_split_args(self.model_path, dataset_path, split, self.out_dir, tta,
+                                  device, rgb_bands, reuse)  # fmt: skip
+        super().__init__(f"SolarSeg: predict the {split} split", args, python)
 
-    def work(self) -> SplitPredictions:
-        from .core.evaluation.evaluate import predict_split
+    def convert(self, data: dict) -> SplitPredictions:
+        from .core.evaluation.split_files import load_tiles, read_index
 
-        meta, preds = predict_split(
-            self.model_path,
-            self.dataset_path,
-            split=self.split,
-            progress=self.progress,
-            cancel=self.cancel_check,
-            tta=self.tta,
-            device=self.device,
-        )
-        return SplitPredictions(self.model_path, self.split, meta, preds)
+        folder = Path(data["out"])
+        index = read_index(folder)
+        return SplitPredictions(self.model_path, self.split, folder, index,
+                                load_tiles(folder, index))  # fmt: skip
+
+
+# Sub-folder of the Inspect Errors folder that holds predict-split's files.
+PREDICTIONS_DIR = "_predictions"
 
 
 @dataclass
@@ -290,6 +324,19 @@ class SegmentTask(EngineProcessTask):
         return outcome
 
 
+class ModelInfoTask(EngineProcessTask):
+    """What a model file says about itself (engine ``info``: bands, normalisation,
+    threshold, tile, upscale...), read in the engine process."""
+
+    def __init__(self, model_path: str | Path, python: str | None = None) -> None:
+        self.model_path = str(model_path)
+        super().__init__(f"SolarSeg: read {Path(model_path).name}", ["info", self.model_path],
+                         python)  # fmt: skip
+
+    def convert(self, data: dict) -> Any:
+        return SimpleNamespace(**data)
+
+
 @dataclass
 class DatasetOverview:
     form: str
@@ -299,36 +346,31 @@ class DatasetOverview:
     balance: dict[str, dict]
 
 
-class DatasetSummaryTask(EngineTask):
-    """Dataset form, pairs per split and class balance per split (no statistics kept)."""
+def stats_args(path: str | Path, limit: int | None, split_cfg: Any) -> list[str]:
+    """``python -m core stats`` arguments for the split the training would use (band 1
+    only: the dialog shows the class balance, and one band keeps the pass cheap)."""
+    args = ["stats", str(path), "--bands", "1", "--seed", str(split_cfg.seed),
+            "--val", str(split_cfg.val), "--test", str(split_cfg.test)]  # fmt: skip
+    if limit:
+        args += ["--limit", str(limit)]
+    if split_cfg.group_regex:
+        args += ["--group-regex", split_cfg.group_regex]
+    return args
 
-    def __init__(self, path: str | Path, limit: int | None, split_cfg: Any) -> None:
-        super().__init__("SolarSeg: dataset summary")
-        self.path, self.limit, self.split_cfg = Path(path), limit, split_cfg
 
-    def work(self) -> DatasetOverview:
-        from .core.data.discovery import find_dataset
-        from .core.data.splits import split_pairs
-        from .core.data.stats import summarize
+class DatasetSummaryTask(EngineProcessTask):
+    """Dataset form, pairs per split and class balance per split (engine ``stats``)."""
 
-        index = find_dataset(self.path)
-        if self.limit:
-            index.pairs = index.pairs[: self.limit]
-        predefined = index.has_predefined_split
-        pairs = split_pairs(index, self.split_cfg)
-        # Only the class balance is shown; band 1 statistics over every split keep it cheap
-        # and never fail on a split without tiles.
-        summary = summarize(
-            pairs, [1], stats_splits=("train", "val", "test", None),
-            progress=self.progress, cancel=self.cancel_check,
-        )  # fmt: skip
-        counts: dict[str, int] = {}
-        for p in pairs:
-            counts[p.split or "unsplit"] = counts.get(p.split or "unsplit", 0) + 1
+    def __init__(
+        self, path: str | Path, limit: int | None, split_cfg: Any, python: str | None = None
+    ) -> None:
+        super().__init__("SolarSeg: dataset summary", stats_args(path, limit, split_cfg), python)
+
+    def convert(self, data: dict) -> DatasetOverview:
         return DatasetOverview(
-            form=index.form,
-            pairs=len(pairs),
-            split_counts=counts,
-            predefined=predefined,
-            balance={k: v.as_dict() for k, v in summary.balance.items()},
+            form=data["form"],
+            pairs=int(data["pairs"]),
+            split_counts=dict(data["pairs_per_split"]),
+            predefined=str(data["split"]).startswith("predefined"),
+            balance=dict(data["balance"]),
         )

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any, TextIO
 
+from ..errors import Problem, raise_problems
 from ..progress import Progress, ProgressFn
 
 
@@ -88,3 +89,12 @@ class Session:
 
     def result(self, data: dict[str, Any]) -> None:
         self.emit("result", command=self.command, data=data)
+
+
+def report_checked(session: Session, problems: list[Problem]) -> int:
+    """``--check``: raise every problem (exit 2, one line each), or report that the
+    inputs are fine."""
+    raise_problems(problems)
+    session.result({"ok": True, "problems": []})
+    print("inputs ok")
+    return 0

@@ -1,6 +1,8 @@
 """Command line of the engine: ``python -m core COMMAND ...``.
 
-Commands: stats, chips, train, evaluate, compare, baseline, segment, export-onnx. Errors
+Commands: stats, chips, train, evaluate, compare, baseline, segment, export-onnx, info,
+predict-split, doctor. ``train --check`` and ``segment --check`` only validate their
+inputs. Errors
 in the input (bad files, bad settings) print one clear line and exit with status 2.
 """
 
@@ -13,13 +15,16 @@ import sys
 import threading
 import traceback
 import warnings
+from dataclasses import asdict
 
-from ..errors import UserError
+from ..errors import Problem, UserError
 from ..progress import Cancelled
 from .common import Session
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .analysis import add_inspect_commands
+    from .doctor import add_doctor_command
     from .labels import add_labels_commands
     from .segment import add_segment_commands
     from .stats import add_stats_command
@@ -31,12 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="machine-readable: progress, result and errors as JSON lines on stdout",
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
-    for register in (
-        add_stats_command,
-        add_labels_commands,
-        add_train_commands,
-        add_segment_commands,
-    ):
+    for register in (add_stats_command, add_labels_commands, add_train_commands,
+                     add_segment_commands, add_inspect_commands, add_doctor_command):  # fmt: skip
         register(sub)
     return parser
 
@@ -49,25 +50,29 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, session.request_cancel)
         signal.signal(signal.SIGINT, session.request_cancel)
-    import rasterio
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        if not getattr(args, "bare", False):  # doctor runs even where rasterio does not import
+            import rasterio
+            from rasterio.errors import NotGeoreferencedWarning
 
-    # rasterio.Env: GDAL reports errors through Python logging (and the exceptions
-    # turned into UserErrors) rather than printing "ERROR 1: ..." lines on stderr.
-    with warnings.catch_warnings(), rasterio.Env(), contextlib.ExitStack() as stack:
-        # Untagged tiles would warn once per file; the data README documents it.
-        from rasterio.errors import NotGeoreferencedWarning
+            from ..data.tiles import NoCRSWarning
 
-        from ..data.tiles import NoCRSWarning
-
-        warnings.simplefilter("ignore", NoCRSWarning)
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            # rasterio.Env: GDAL reports errors through Python logging (and the exceptions
+            # turned into UserErrors) rather than printing "ERROR 1: ..." lines on stderr.
+            stack.enter_context(rasterio.Env())
+            # Untagged tiles would warn once per file; the data README documents it.
+            warnings.simplefilter("ignore", NoCRSWarning)
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
         if session.jsonl:  # stdout is the event channel: the commands' own text goes to stderr
             stack.enter_context(contextlib.redirect_stdout(sys.stderr))
         try:
             code = int(args.func(args) or 0)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            session.emit("error", message=str(exc), type=type(exc).__name__, field=exc.field)
+            problems = getattr(exc, "problems", None) or [Problem(exc.field or "", str(exc))]
+            for problem in problems:  # one line per problem
+                print(f"error: {problem.message}", file=sys.stderr)
+            session.emit("error", message=str(exc), type=type(exc).__name__, field=exc.field,
+                         problems=[asdict(p) for p in problems])  # fmt: skip
             return 2
         except Cancelled:
             print("cancelled", file=sys.stderr)

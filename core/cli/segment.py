@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..progress import Progress
+from .common import report_checked
 
 # Progress lines on stderr: at most one per this many seconds (plus stage changes).
 PROGRESS_EVERY_S = 5.0
@@ -43,8 +44,8 @@ def _progress_printer():
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from ..segment.engine import SegmentOptions, segment_raster
-    from ..segment.reference import ReferenceOptions
+    from ..segment.engine import SegmentOptions, check_segment, segment_raster
+    from ..segment.options import ReferenceOptions
 
     reference = None
     if args.reference:
@@ -69,6 +70,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         reference=reference,
     )
     session = args.session
+    if args.check:
+        return report_checked(session, check_segment(args.model, args.raster, args.out, options)[0])
     result = segment_raster(
         args.model, args.raster, args.out, options,
         session.progress(_progress_printer()), session.cancel,
@@ -85,6 +88,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    """What a model file says about itself, read without building the network."""
+    from ..segment.backends import read_meta
+
+    meta = read_meta(args.model)
+    data = {"model": str(args.model), **dataclasses.asdict(meta)}
+    args.session.result(data)
+    shown = ("arch", "encoder", "in_channels", "bands", "threshold", "upscale", "tile_size",
+             "overlap", "metrics")  # fmt: skip
+    for key in shown:
+        if key in data:
+            print(f"{key:<12}{data[key]}")
+    return 0
+
+
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from ..models.onnx_export import export_onnx
 
@@ -95,6 +113,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         tile_size=args.tile,
         overlap=args.overlap,
         resolution_cm=args.resolution_cm,
+        profile=args.profile,
     )
     print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.1f} MB, opset {args.opset})")
     args.session.result({"onnx": str(out)})
@@ -139,6 +158,10 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument(
+        "--check", action="store_true",
+        help="only check model, raster, bands and options (every problem, nothing written)",
+    )  # fmt: skip
+    p.add_argument(
         "--reference", default=None, metavar="POLYGONS",
         help="reference plant polygons: also write plants.csv and plants.gpkg (found/missed "
         "plants, false detections)",
@@ -154,6 +177,12 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_segment)
 
+    i = subparsers.add_parser(
+        "info", help="a model's metadata (bands, normalisation, threshold, tile, metrics...)"
+    )
+    i.add_argument("model", help="run folder, model file (.pt) or ONNX file (.onnx)")
+    i.set_defaults(func=cmd_info)
+
     e = subparsers.add_parser(
         "export-onnx",
         help="write a model as ONNX with its metadata (band selection, normalisation, ...)",
@@ -165,5 +194,12 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--overlap", type=int, default=None, help="overlap to store (source px)")
     e.add_argument(
         "--resolution-cm", type=float, default=None, help="source pixel size in cm, if known"
+    )
+    e.add_argument(
+        "--profile",
+        choices=("solarseg", "deepness"),
+        default="solarseg",
+        help="solarseg: for `segment --backend onnx` (dynamic tile size); deepness: for the "
+        "Deepness QGIS plugin (fixed tile, JSON metadata, its /255 standardisation)",
     )
     e.set_defaults(func=cmd_export_onnx)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .common import report_checked
+
 METRIC_KEYS = ["tp", "fp", "fn", "tn", "accuracy", "precision", "recall", "specificity",
                "f1", "iou", "fp_fn_ratio", "threshold"]  # fmt: skip
 
@@ -28,6 +30,7 @@ def _progress_printer():
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
+    from ..training.checks import check_train
     from ..training.loop import train
 
     session = args.session
@@ -35,7 +38,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         result = train(None, progress, cancel, resume=args.resume)  # type: ignore[arg-type]
     else:
-        cfg = load_config(args.config, args.overrides)
+        # Values are checked with the dataset and the model, all problems at once.
+        cfg = load_config(args.config, args.overrides, check=False)
+        if args.check:
+            return report_checked(session, check_train(cfg))
         result = train(cfg, progress, cancel)
     session.result(
         {"run_dir": str(result.run_dir), "model": str(Path(result.run_dir) / "model.pt"),
@@ -69,12 +75,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model_path = resolve_model_path(args.model)
     out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
     plants_csv = args.plants_csv or model_path.parent / f"evaluate_{args.split}_plants.csv"
-    result = evaluate(model_path, args.dataset, args.split, args.threshold, out_csv=out_csv,
-                      plants_csv=plants_csv)  # fmt: skip
+    session = args.session
+    result = evaluate(
+        model_path, args.dataset, args.split, args.threshold,
+        progress=session.progress(lambda _: None), cancel=session.cancel, out_csv=out_csv,
+        device=args.device, tta=args.tta, plants_csv=plants_csv,
+    )  # fmt: skip
     m = {k: result.metrics.get(k) for k in METRIC_KEYS}
     m["plants"] = result.plants.summary() if result.plants else None
-    args.session.result({"metrics": m, "tiles": len(result.rows), "per_image_csv": str(out_csv),
-                         "plants_csv": str(plants_csv)})  # fmt: skip
+    session.result({"metrics": m, "threshold": result.metrics.get("threshold"),
+                    "tiles": len(result.rows), "per_image_csv": str(out_csv),
+                    "plants_csv": str(plants_csv)})  # fmt: skip
     if args.json:
         print(json.dumps(m))
     else:
@@ -124,6 +135,10 @@ def add_train_commands(sub) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML run config")
     p.add_argument("--resume", type=Path, default=None, help="run folder to resume")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
+    p.add_argument(
+        "--check", action="store_true",
+        help="only check the settings and the dataset (every problem, nothing written)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on a dataset split")
@@ -148,6 +163,11 @@ def add_train_commands(sub) -> None:
     p.add_argument(
         "--plants-csv", type=Path, default=None,
         help="per-plant CSV path (default: evaluate_<split>_plants.csv beside the model)",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument(
+        "--tta", action=argparse.BooleanOptionalAction, default=None,
+        help="flip test-time augmentation (default: as the model was trained)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

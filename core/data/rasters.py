@@ -17,7 +17,7 @@ import numpy as np
 import rasterio
 import rasterio.errors
 
-from ..errors import UserError
+from ..errors import RasterError, UserError  # noqa: F401 (RasterError: public here too)
 
 try:  # GDAL errors rasterio raises directly (CPLE_OpenFailedError, CPLE_AppDefinedError...)
     from rasterio._err import CPLE_BaseError
@@ -29,10 +29,6 @@ GDAL_ERRORS = (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError, C
 
 
 NODATA_SENTINEL = -9999.0
-
-
-class RasterError(UserError, ValueError):
-    """A raster or mask cannot be used; the message names the file and the problem."""
 
 
 @dataclass

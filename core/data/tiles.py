@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .discovery import Pair
+from .masks import read_mask_values  # noqa: F401 (public here too)
 from .rasters import RasterError, check_bands, open_raster, reading, valid_mask
 
 
@@ -29,25 +30,6 @@ class Tile:
     image: np.ndarray
     mask: np.ndarray
     valid: np.ndarray
-
-
-def read_mask_values(mask: np.ndarray, nodata: float | None, path) -> tuple[np.ndarray, np.ndarray]:
-    """Binary uint8 mask and its validity; reject non-binary values."""
-    valid = np.ones(mask.shape, bool)
-    if nodata is not None:
-        valid &= ~(mask == nodata) if np.isfinite(nodata) else np.isfinite(mask)
-    values = np.unique(mask[valid])
-    if mask.dtype.kind == "f":
-        valid &= np.isfinite(mask)
-        values = np.unique(mask[valid])
-    if np.isin(values, (0, 1)).all():
-        out = mask
-    elif np.isin(values, (0, 255)).all():
-        out = mask // 255 if mask.dtype.kind in "iu" else mask / 255
-    else:
-        shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
-        raise RasterError(f"{path}: mask values must be 0/1 or 0/255, found {shown}")
-    return np.where(valid, out, 0).astype(np.uint8), valid
 
 
 def read_tile(pair: Pair, bands: list[int] | None = None) -> Tile:

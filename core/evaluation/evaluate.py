@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,9 @@ from ..errors import InputError
 from ..io import atomic_write_text
 from ..models.build import ModelMeta, load_model, min_input_side, resolve_device
 from ..progress import CancelFn, ProgressFn, never_cancel, no_progress
-from .metrics import ConfusionCounts, ThresholdScan, confusion, per_image_row
-from .plants import PlantMetrics, plants_of_predictions, write_plants_csv
+from .plants import plants_of_predictions, write_plants_csv
 from .predict import iter_native_probabilities
+from .scoring import EvalResult, evaluate_predictions, is_blank  # noqa: F401 (public here too)
 
 PER_IMAGE_FIELDS = ["tile_id", "iou", "f1", "precision", "recall", "tp", "fp", "fn", "tn",
                     "positive_pixels", "predicted_pixels", "valid_pixels"]  # fmt: skip
@@ -44,16 +44,18 @@ class TilePrediction:
     tile: Tile
     prob: np.ndarray
 
+    # What :func:`.scoring.evaluate_predictions` reads (the plugin's tiles have the same).
+    @property
+    def tile_id(self) -> str:
+        return str(self.pair.id)
 
-@dataclass
-class EvalResult:
-    counts: ConfusionCounts
-    metrics: dict
-    threshold: float
-    rows: list[dict] = field(default_factory=list)
-    scan: ThresholdScan | None = None
-    # Plant-level results (core.evaluation.plants), over every tile of the split.
-    plants: PlantMetrics | None = None
+    @property
+    def mask(self) -> np.ndarray:
+        return self.tile.mask
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.tile.valid
 
 
 class SplitMismatchError(DatasetError):
@@ -177,36 +179,6 @@ def predict_split(
     return meta, predict_dataset(model, meta, tile_dataset(meta, pairs), dev, tta, progress, cancel)
 
 
-def is_blank(t: Tile) -> bool:
-    return not t.mask[t.valid].any()
-
-
-def evaluate_predictions(
-    preds: list[TilePrediction],
-    threshold: float,
-    skip_blank: bool = False,
-    scan: bool = False,
-    plants: bool = False,
-) -> EvalResult:
-    """Counts summed over the split (never averaged per batch) and per-tile rows; with
-    ``plants``, the plant-level results too (all tiles: a blank tile can hold false
-    detections)."""
-    counts = ConfusionCounts()
-    rows = []
-    th_scan = ThresholdScan() if scan else None
-    for p in preds:
-        rows.append(per_image_row(p.pair.id, p.prob, p.tile.mask, p.tile.valid, threshold))
-        if skip_blank and is_blank(p.tile):
-            continue
-        counts += confusion(p.prob, p.tile.mask, p.tile.valid, threshold)
-        if th_scan is not None:
-            th_scan.update(p.prob, p.tile.mask, p.tile.valid)
-    metrics = counts.metrics(json_safe=True)
-    metrics["threshold"] = threshold
-    plant_metrics = plants_of_predictions(preds, threshold) if plants else None
-    return EvalResult(counts, metrics, threshold, rows, th_scan, plant_metrics)
-
-
 def write_per_image_csv(rows: list[dict], path: str | Path) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=PER_IMAGE_FIELDS, extrasaction="ignore")
@@ -226,6 +198,7 @@ def evaluate(
     out_csv: str | Path | None = None,
     device: str = "auto",
     plants_csv: str | Path | None = None,
+    tta: bool | None = None,
 ) -> EvalResult:
     """Metrics of a saved model on a split, at its stored threshold unless given:
     pixel metrics and plant-level results (``result.plants``; one row per plant in
@@ -239,10 +212,14 @@ def evaluate(
     seeded split settings (seed, fractions, group regex) applied to it. Training-time
     tile selection (``data.limit``, the training split) never applies to it.
     """
-    meta, preds = predict_split(model_path, dataset_path, split, progress, cancel, device=device)
+    meta, preds = predict_split(
+        model_path, dataset_path, split, progress, cancel, tta=tta, device=device
+    )
     skip = config_of_model(meta).data.skip_blank_in_metrics
-    th = meta.threshold if threshold is None else threshold
-    result = evaluate_predictions(preds, th, skip, plants=True)
+    threshold = meta.threshold if threshold is None else threshold
+    result = evaluate_predictions(preds, threshold, skip)
+    # Plants over every tile of the split (a blank tile can hold false detections).
+    result.plants = plants_of_predictions(preds, threshold)
     if out_csv is not None:
         write_per_image_csv(result.rows, out_csv)
     if plants_csv is not None and result.plants is not None:

@@ -106,6 +106,25 @@ class LabelLayer:
         where: str | None = None,
         group_field: str | None = None,
     ) -> None:
+        self.ds = self.layer = None
+        try:
+            self._open(path, layer, where, group_field)
+        except BaseException:
+            # An exception's traceback keeps ``self`` alive, possibly until the
+            # interpreter exits; GDAL handles must not outlive GDAL itself.
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the OGR handles, the layer before its data source (the bindings of
+        GDAL 3.6 do not keep a data source alive for its layers)."""
+        self.layer = None
+        self.ds = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _open(self, path, layer, where, group_field) -> None:
         from osgeo import gdal, ogr
 
         text = str(path)

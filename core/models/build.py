@@ -27,6 +27,7 @@ from .meta import (  # noqa: F401  (re-exported: the model file's public names)
     ModelFileError,
     ModelMeta,
     check_input_side,
+    meta_from_payload,
     min_input_side,
     resolve_model_path,
 )
@@ -165,16 +166,8 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor
         if "Weights only load failed" not in str(exc):
             reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ModelFileError(f"{path}: not a loadable SolarSeg model file ({reason})") from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ModelFileError(f"{path}: not a SolarSeg model file")
-    if payload.get("version", 0) > MODEL_VERSION:
-        raise ModelFileError(
-            f"{path}: model file version {payload['version']} is newer than this SolarSeg "
-            f"({MODEL_VERSION}); update the plugin"
-        )
-    meta = payload["meta"]
-    known = ModelMeta.__dataclass_fields__
-    return ModelMeta(**{k: v for k, v in meta.items() if k in known}), payload["state_dict"]
+    meta = meta_from_payload(payload, path)
+    return meta, payload["state_dict"]
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:

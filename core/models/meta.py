@@ -7,6 +7,9 @@ file) and the plugin's dialogs can describe and check a model without importing 
 
 from __future__ import annotations
 
+import pickle
+import zipfile
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,3 +90,70 @@ def resolve_model_path(path: str | Path) -> Path:
     if not path.exists():
         raise ModelFileError(f"{path}: model file not found")
     return path
+
+
+def display_bands(bands: list[int] | None, in_channels: int) -> list[int]:
+    """R,G,B raster bands to show a model's input: Sentinel-2 4,3,2 when all 12 bands
+    were used, else the model's first three bands (4,3,2 of 4,3,2,8), repeated if fewer."""
+    if not bands:
+        return [4, 3, 2] if in_channels >= 12 else [1, 2, 3][: max(1, min(3, in_channels))]
+    chosen = list(bands[:3])
+    while len(chosen) < 3:
+        chosen.append(chosen[-1])
+    return chosen
+
+
+def meta_from_payload(payload: Any, path: Path) -> ModelMeta:
+    """The ModelMeta of a loaded model-file dict (format and version checked)."""
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not a SolarSeg model file")
+    if payload.get("version", 0) > MODEL_VERSION:
+        raise ModelFileError(
+            f"{path}: model file version {payload['version']} is newer than this SolarSeg "
+            f"({MODEL_VERSION}); update the plugin"
+        )
+    meta = payload.get("meta")
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: not a SolarSeg model file (no metadata)")
+    known = ModelMeta.__dataclass_fields__
+    return ModelMeta(**{k: v for k, v in meta.items() if k in known})
+
+
+def _placeholder(*_: Any, **__: Any) -> None:
+    """Stands for torch's tensor and storage classes: the weights are not read."""
+
+
+class _MetaUnpickler(pickle.Unpickler):
+    """Reads a torch zip pickle without torch and without running code from the file:
+    plain containers only; torch's tensor-rebuild functions and storage types become a
+    placeholder (tensors read as None); any other global is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("collections", "OrderedDict"):
+            return OrderedDict
+        if module == "torch" or module.startswith("torch."):
+            return _placeholder
+        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+    def persistent_load(self, pid: Any) -> None:
+        return None
+
+
+def read_model_meta(path: str | Path) -> ModelMeta:
+    """A model file's metadata without importing torch (QGIS's process reads it this
+    way to fill its dialogs); the weights are not loaded."""
+    path = resolve_model_path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
+            if name is None:
+                raise ModelFileError(f"{path}: not a loadable SolarSeg model file (no data.pkl)")
+            with z.open(name) as f:
+                payload = _MetaUnpickler(f).load()
+    except ModelFileError:
+        raise
+    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError,
+            TypeError, AttributeError, IndexError, KeyError) as exc:  # fmt: skip
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ModelFileError(f"{path}: not a loadable SolarSeg model file ({reason})") from None
+    return meta_from_payload(payload, path)

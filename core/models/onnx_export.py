@@ -1,23 +1,47 @@
-"""Export a SolarSeg model file to ONNX so that the ONNX file alone is enough to segment.
+"""Export a SolarSeg model file to ONNX, in one of two profiles.
 
-The exported graph takes ``input``: float32 (N, C, H, W) tiles normalised as
-``(band - mean) / std`` (the model's band order; H and W multiples of the model's
+**Profile ``solarseg``** (the default; what ``segment --backend onnx`` runs). The graph
+takes ``input``: float32 (N, C, H, W) tiles normalised as ``(band - mean) / std`` (the
+model's band order; upscaled by the model's factor; H and W multiples of its
 ``pad_multiple``) and returns ``output``: float32 (N, 1, H, W) **probabilities** — the
-sigmoid is part of the graph, so tools that read the ONNX file get probabilities and
-SolarSeg's ONNX backend applies no second sigmoid. Batch, height and width are dynamic.
-
-``metadata_props`` carries:
+sigmoid is part of the graph, so SolarSeg's ONNX backend applies no second sigmoid.
+Batch, height and width are dynamic. ``metadata_props`` carries:
 
 - ``solarseg``: the full :class:`~core.models.build.ModelMeta` as JSON (band selection,
   normalisation, threshold, upscale, pad multiple, tile size, overlap, training config
   and metrics) plus ``"output": "probability"``; SolarSeg reads only this key.
-- keys in the style of the Deepness QGIS plugin, for other tools: ``model_type``
-  (``Segmentor``), ``class_names`` (``{"0": "background", "1": "solar_panel"}``),
-  ``tiles_size`` and ``resolution`` (cm/px, only when known) *at the network's input
-  scale*, i.e. multiplied / divided by the model's upscale factor, ``tiles_overlap``
-  (percent), ``seg_thresh`` and ``threshold``, ``standardization_mean`` /
-  ``standardization_std`` (JSON lists in the raster's own units, no prior /255 scaling),
-  and ``bands`` (JSON list, 1-based).
+- informative keys: ``model_type`` (``Segmentor``), ``class_names``, ``tiles_size`` and
+  ``resolution`` (cm/px, only when known) at the network's input scale, ``tiles_overlap``
+  (percent), ``seg_thresh`` / ``threshold``, ``standardization_mean`` /
+  ``standardization_std`` (raster units) and ``bands``. These are *not* loadable by the
+  Deepness plugin (plain strings where Deepness calls ``json.loads``, dynamic height and
+  width, no /255 convention): use the ``deepness`` profile for Deepness.
+
+**Profile ``deepness``** (``export-onnx --profile deepness``): a file the Deepness QGIS
+plugin (PUTvision/qgis-plugin-deepness) loads as a ``Segmentor``, read the way its
+``ModelBase``/``Segmentor`` classes and ``MapProcessorSegmentation`` read it (commit
+f450c6342d82a200af32022b2d977231d4f71d3c, src/deepness/processing/models/model_base.py,
+segmentor.py, preprocessing_utils.py, processing/map_processor/
+map_processor_segmentation.py, deepness_dockwidget.py):
+
+- ``input``: float32 (N, C, T, T) with a **fixed** tile side T in *source* pixels (Deepness
+  takes its tile size from the input shape and fails on a symbolic one); N is dynamic.
+  The model's upscale is inside the graph (bicubic as in training), and so are the
+  sigmoid and the area average back to source pixels: ``output`` is float32
+  (N, 1, T, T) probabilities on the raster's own grid, the one-channel "sigmoid" layout
+  Deepness thresholds with ``seg_thresh``.
+- Deepness feeds ``(raw / 255 - standardization_mean) / standardization_std``; the file
+  stores ``mean / 255`` and ``std / 255`` (std 0 stored as 1/255, as SolarSeg uses 1), so
+  that equals SolarSeg's ``(raw - mean) / std`` (to float32 rounding) on the raw band
+  values Deepness reads (uint8, uint16 or float reflectance alike).
+- metadata values are JSON, as Deepness ``json.loads`` them: ``model_type``
+  ``"Segmentor"``, ``class_names`` ``{"0": "background", "1": "solar_panel"}``,
+  ``tile_size`` (the key Deepness's code reads) and ``tiles_size`` (the key its docs
+  name) = T, ``tiles_overlap`` (percent), ``seg_thresh``, ``seg_small_segment`` 0 (no
+  median filter: SolarSeg has none), ``standardization_mean`` / ``_std``, ``resolution``
+  (source cm/px, when given), plus ``bands`` (1-based, for the user's channel mapping)
+  and ``solarseg_deepness`` (the ModelMeta, for provenance). There is no ``solarseg``
+  key: SolarSeg's own ONNX backend expects the other profile's input and refuses it.
 """
 
 from __future__ import annotations
@@ -29,13 +53,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.transforms import downscale_probability, upscale
 from ..errors import InputError
 from ..io import atomic_path
 from .build import load_model
-from .meta import ONNX_META_KEY, ModelMeta
+from .meta import ONNX_META_KEY, ModelMeta, check_input_side
 
 ONNX_FORMAT = "solarseg-onnx"
 ONNX_FORMAT_VERSION = 1
+PROFILES = ("solarseg", "deepness")
+# Metadata key of the deepness profile's provenance record (never read by SolarSeg).
+DEEPNESS_META_KEY = "solarseg_deepness"
 CLASS_NAMES = {"0": "background", "1": "solar_panel"}
 # Largest |ONNX Runtime - PyTorch| probability accepted by the post-export check.
 EXPORT_TOLERANCE = 1e-3
@@ -48,17 +76,23 @@ def export_onnx(
     tile_size: int | None = None,
     overlap: int | None = None,
     resolution_cm: float | None = None,
+    profile: str = "solarseg",
 ) -> Path:
     """Write ``model_path`` (run folder or model file) as an ONNX file at ``out_path``.
 
     ``tile_size``/``overlap`` (source pixels) override the values stored in the model
     file's metadata; ``resolution_cm`` is the source imagery's pixel size, written only
-    when given. The export is checked with ONNX Runtime against PyTorch on a tile shape
-    different from the traced one (proves the dynamic axes work) before the file is
-    renamed into place.
+    when given. ``profile`` is ``"solarseg"`` or ``"deepness"`` (see the module
+    docstring). The export is checked with ONNX Runtime against PyTorch (for the
+    solarseg profile on a tile shape different from the traced one, which proves the
+    dynamic axes work) before the file is renamed into place.
     """
+    if profile not in PROFILES:
+        raise InputError(f"unknown ONNX export profile {profile!r}; choose one of {PROFILES}")
     model, meta = load_model(model_path, "cpu")
     meta = _override(meta, tile_size, overlap)
+    if profile == "deepness":
+        return _export_deepness(model, meta, Path(out_path), opset, resolution_cm)
     net = _WithSigmoid(model).eval()  # eval() on the wrapper too, or BN uses batch stats
     side = meta.tile_size * meta.upscale
     dummy = torch.zeros(1, meta.in_channels, side, side)
@@ -96,11 +130,87 @@ class _WithSigmoid(torch.nn.Module):
         return torch.sigmoid(self.inner(x))
 
 
-def _export_graph(net, dummy, path: Path, opset: int) -> None:
+class _NativeScale(torch.nn.Module):
+    """Source-resolution tile -> source-resolution probabilities, as SolarSeg predicts:
+    bicubic upscale by the model's factor (core.data.transforms.upscale, as in training),
+    the network, sigmoid, area average back (downscale_probability)."""
+
+    def __init__(self, inner: torch.nn.Module, factor: int):
+        super().__init__()
+        self.inner = inner
+        self.factor = int(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prob = torch.sigmoid(self.inner(upscale(x, self.factor)))
+        return downscale_probability(prob, self.factor)
+
+
+def _export_deepness(
+    model: torch.nn.Module,
+    meta: ModelMeta,
+    out_path: Path,
+    opset: int,
+    resolution_cm: float | None,
+) -> Path:
+    side = meta.tile_size  # source pixels: the upscale is inside the graph
+    check_input_side(meta.arch, side * meta.upscale, side * meta.upscale)
+    net = _NativeScale(model, meta.upscale).eval()
+    dummy = torch.zeros(1, meta.in_channels, side, side)
+    with atomic_path(out_path) as tmp:
+        _export_graph(net, dummy, tmp, opset, fixed_tile=True)
+        provenance = {
+            **meta.to_dict(),
+            "format": ONNX_FORMAT,
+            "format_version": ONNX_FORMAT_VERSION,
+            "profile": "deepness",
+            "output": "probability at source resolution",
+        }
+        props = {
+            DEEPNESS_META_KEY: json.dumps(provenance),
+            **deepness_profile_metadata(meta, resolution_cm),
+        }
+        doc = (
+            f"SolarSeg solar-panel segmentation, Deepness profile. input: float32 "
+            f"N x {meta.in_channels} x {side} x {side} at the source resolution, "
+            "standardised by Deepness ((raw / 255 - mean) / std with the stored "
+            "standardization_mean/std); output: float32 N x 1 x H x W probabilities "
+            "(upscale, sigmoid and area average back to source pixels included)."
+        )
+        # The exporter's shape inference leaves the output's height and width symbolic
+        # (and mislabelled) after Resize/AveragePool; state the static shape it has.
+        _write_metadata(tmp, props, doc, output_shape=("batch", 1, side, side))
+        shape = (2, meta.in_channels, side, side)
+        _check_export(net, tmp, meta, shape)
+    return out_path
+
+
+def deepness_profile_metadata(meta: ModelMeta, resolution_cm: float | None = None) -> dict:
+    """The Deepness keys of the deepness profile, every value JSON-encoded (Deepness
+    calls ``json.loads`` on each one it reads)."""
+    tile = meta.tile_size
+    std = [float(v) if float(v) > 0 else 1.0 for v in meta.std]  # SolarSeg's std-0 rule
+    props = {
+        "model_type": "Segmentor",
+        "class_names": CLASS_NAMES,
+        "tile_size": tile,
+        "tiles_size": tile,
+        "tiles_overlap": int(round(100 * meta.overlap / tile)),
+        "seg_thresh": float(meta.threshold),
+        "seg_small_segment": 0,
+        "standardization_mean": [float(v) / 255.0 for v in meta.mean],
+        "standardization_std": [v / 255.0 for v in std],
+        "bands": [int(b) for b in meta.bands],
+    }
+    if resolution_cm is not None:
+        props["resolution"] = float(resolution_cm)
+    return {key: json.dumps(value) for key, value in props.items()}
+
+
+def _export_graph(net, dummy, path: Path, opset: int, fixed_tile: bool = False) -> None:
     """Legacy TorchScript exporter (simple, dynamic_axes); torch.export (dynamo) if the
-    legacy one fails."""
+    legacy one fails. ``fixed_tile`` keeps height and width static (batch stays dynamic)."""
     names = {"input_names": ["input"], "output_names": ["output"], "opset_version": opset}
-    axes = {0: "batch", 2: "height", 3: "width"}
+    axes = {0: "batch"} if fixed_tile else {0: "batch", 2: "height", 3: "width"}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation notices
@@ -119,7 +229,7 @@ def _export_graph(net, dummy, path: Path, opset: int) -> None:
                 net,
                 (dummy,),
                 dynamo=True,
-                dynamic_shapes=({0: dim, 2: dim, 3: dim},),
+                dynamic_shapes=({k: dim for k in axes},),
                 **names,
             )
             program.save(str(path), external_data=False)
@@ -131,7 +241,8 @@ def _export_graph(net, dummy, path: Path, opset: int) -> None:
 
 
 def deepness_metadata(meta: ModelMeta, resolution_cm: float | None = None) -> dict[str, str]:
-    """The metadata_props written beside ``solarseg`` (all values are strings)."""
+    """The informative metadata_props of the solarseg profile, written beside
+    ``solarseg`` (plain strings; not Deepness-loadable, see deepness_profile_metadata)."""
     props = {
         "model_type": "Segmentor",
         "class_names": json.dumps(CLASS_NAMES),
@@ -149,9 +260,6 @@ def deepness_metadata(meta: ModelMeta, resolution_cm: float | None = None) -> di
 
 
 def _add_metadata(path: Path, meta: ModelMeta, resolution_cm: float | None) -> None:
-    import onnx
-
-    graph = onnx.load(str(path))
     solarseg = {
         **meta.to_dict(),
         "format": ONNX_FORMAT,
@@ -159,23 +267,41 @@ def _add_metadata(path: Path, meta: ModelMeta, resolution_cm: float | None) -> N
         "output": "probability",
     }
     props = {ONNX_META_KEY: json.dumps(solarseg), **deepness_metadata(meta, resolution_cm)}
+    doc = (
+        "SolarSeg solar-panel segmentation. input: float32 NCHW (band - mean) / std; "
+        "output: float32 N1HW probabilities (sigmoid included)."
+    )
+    _write_metadata(path, props, doc)
+
+
+def _write_metadata(
+    path: Path, props: dict[str, str], doc: str, output_shape: tuple | None = None
+) -> None:
+    import onnx
+
+    graph = onnx.load(str(path))
+    if output_shape is not None:
+        dims = graph.graph.output[0].type.tensor_type.shape.dim
+        for dim, value in zip(dims, output_shape, strict=True):
+            if isinstance(value, str):
+                dim.dim_param = value
+            else:
+                dim.dim_value = value
     del graph.metadata_props[:]
     for key, value in props.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
-    graph.doc_string = (
-        "SolarSeg solar-panel segmentation. input: float32 NCHW (band - mean) / std; "
-        "output: float32 N1HW probabilities (sigmoid included)."
-    )
+    graph.doc_string = doc
     onnx.save(graph, str(path))
 
 
-def _check_export(net, path: Path, meta: ModelMeta) -> None:
-    """Run the file with ONNX Runtime on a small untraced shape; compare with PyTorch."""
+def _check_export(net, path: Path, meta: ModelMeta, shape: tuple | None = None) -> None:
+    """Run the file with ONNX Runtime on ``shape`` (default: a small untraced one, for
+    the dynamic axes); compare with PyTorch."""
     import onnxruntime as ort
 
     pad = meta.pad_multiple
-    shape = (2, meta.in_channels, 2 * pad, 3 * pad)
+    shape = shape or (2, meta.in_channels, 2 * pad, 3 * pad)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input": x})[0]

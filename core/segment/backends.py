@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 
 # Torch-free imports only: segmenting with an .onnx file must not need torch.
+from ..errors import InputError
 from ..models.meta import ONNX_META_KEY, ModelFileError, ModelMeta, resolve_model_path
 
 
@@ -94,7 +95,7 @@ class OnnxBackend:
         available = ort.get_available_providers()
         want_cuda = device == "auto" or device.startswith("cuda")
         if device.startswith("cuda") and "CUDAExecutionProvider" not in available:
-            raise ValueError(
+            raise InputError(
                 "device 'cuda' was asked for but ONNX Runtime has no CUDA execution provider "
                 "(install onnxruntime-gpu)"
             )
@@ -138,6 +139,17 @@ def _meta_from_props(props: dict[str, str], path: Path) -> tuple[ModelMeta, bool
     return meta, raw.get("output", "probability") == "logits"
 
 
+def read_meta(model_path: str | Path) -> ModelMeta:
+    """The metadata of a run folder, a ``.pt`` model file or an ``.onnx`` file, without
+    building the network (the ONNX file is opened by ONNX Runtime on the CPU)."""
+    path = Path(model_path)
+    if path.suffix.lower() == ".onnx":
+        return OnnxBackend(path, device="cpu").meta
+    from ..models.build import read_model_file
+
+    return read_model_file(resolve_model_path(path))[0]
+
+
 def load_backend(
     model_path: str | Path, backend: str = "torch", device: str = "auto", tta: bool = False
 ) -> tuple[Backend, ModelMeta]:
@@ -149,11 +161,13 @@ def load_backend(
     graph cannot be turned back into a PyTorch network.
     """
     if backend not in ("torch", "onnx"):
-        raise ValueError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'")
+        raise InputError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'", "backend")
     path = Path(model_path)
     if path.suffix.lower() == ".onnx":
         if backend != "onnx":
-            raise ValueError(f"{path}: an ONNX file runs on the 'onnx' backend, not {backend!r}")
+            raise InputError(
+                f"{path}: an ONNX file runs on the 'onnx' backend, not {backend!r}", "backend"
+            )
         onnx_backend = OnnxBackend(path, device=device, tta=tta)
         return onnx_backend, onnx_backend.meta
     from ..models.build import load_model, resolve_device

@@ -41,22 +41,23 @@ from ..data.rasters import (
     check_bands,
     normalize,
     open_raster,
+    raster_info,
     reading,
     valid_mask,
 )
-from ..errors import InputError
+from ..errors import InputError, Problem, UserError, raise_problems
 from ..models.meta import ModelMeta, min_input_side
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
-from .backends import Backend, load_backend
+from .backends import Backend, load_backend, read_meta
 from .blend import StripBlender
+from .options import ReferenceOptions, SegmentOptions  # noqa: F401 (public here too)
 from .polygons import polygonize_mask, raster_area_m2
-from .reference import PLANTS_CSV, PLANTS_GPKG, ReferenceOptions, score_scene
+from .reference import PLANTS_CSV, PLANTS_GPKG, open_reference, score_scene
 from .resample import downscale_mean, upscale_bicubic
 from .windows import Window, WindowGrid, pad_to_tile
 from .writers import (
     MASK_FILENAME,
     POLYGONS_FILENAME,
-    PROBABILITY_DTYPES,
     PROBABILITY_FILENAME,
     OutputRasters,
     RasterGrid,
@@ -66,51 +67,6 @@ from .writers import (
 
 # Share of the progress bar given to polygonizing when polygons are asked for.
 POLYGON_PROGRESS_SHARE = 0.05
-
-
-@dataclass
-class SegmentOptions:
-    """How to segment. ``None`` means "the model's value" (tile size, overlap and
-    threshold are stored in the model file / ONNX metadata; 256, 64 and 0.5 unless
-    training chose otherwise)."""
-
-    tile_size: int | None = None  # source pixels per window side
-    overlap: int | None = None  # source pixels shared by neighbouring windows
-    batch_size: int = 8
-    threshold: float | None = None
-    # 1-based raster band numbers mapped onto the model's inputs in order; overrides the
-    # model's own band selection (e.g. [3, 2, 1, 1] for a 3-band raster).
-    bands: list[int] | None = None
-    backend: str = "torch"  # "torch" or "onnx"
-    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
-    probability_dtype: str = "float32"  # "float32" (0..1) or "uint8" (0..254, 255 nodata)
-    polygons: bool = False
-    min_area_m2: float = 0.0
-    tta: bool = False  # flip test-time augmentation (4 passes, averaged)
-    overwrite: bool = False
-    # Reference polygons: plant-level results in plants.csv / plants.gpkg.
-    reference: ReferenceOptions | None = None
-
-    def validate(self) -> None:
-        if self.tile_size is not None and self.tile_size < 1:
-            raise InputError(f"tile size must be positive, got {self.tile_size}")
-        if self.overlap is not None and self.overlap < 0:
-            raise InputError(f"overlap must be >= 0, got {self.overlap}")
-        if self.batch_size < 1:
-            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise InputError(f"threshold must be in [0, 1], got {self.threshold}")
-        if self.backend not in ("torch", "onnx"):
-            raise InputError(f"backend must be 'torch' or 'onnx', got {self.backend!r}")
-        if self.probability_dtype not in PROBABILITY_DTYPES:
-            raise InputError(
-                f"probability dtype must be one of {PROBABILITY_DTYPES}, "
-                f"got {self.probability_dtype!r}"
-            )
-        if self.min_area_m2 < 0:
-            raise InputError(f"minimum area must be >= 0 m², got {self.min_area_m2}")
-        if self.bands is not None and not self.bands:
-            raise InputError("band mapping is empty")
 
 
 @dataclass
@@ -189,11 +145,16 @@ def _plan(raster_path: Path, meta: ModelMeta, options: SegmentOptions) -> _Plan:
     if options.bands is not None:
         bands = [int(b) for b in options.bands]
         if len(bands) != meta.in_channels:
-            raise ValueError(
+            raise InputError(
                 f"the band mapping {bands} has {len(bands)} band(s) but the model takes "
-                f"{meta.in_channels} input(s) (its own selection: bands {model_bands})"
+                f"{meta.in_channels} input(s) (its own selection: bands {model_bands})",
+                "bands",
             )
-        bands = check_bands(bands, count, raster_path)
+        try:
+            bands = check_bands(bands, count, raster_path)
+        except RasterError as exc:
+            exc.field = "bands"  # the mapping is at fault, not the raster
+            raise
     else:
         bands = model_bands
         missing = [b for b in bands if b > count]
@@ -203,21 +164,23 @@ def _plan(raster_path: Path, meta: ModelMeta, options: SegmentOptions) -> _Plan:
                 f"but the raster has {count} band(s) (band(s) {missing} not found); map the "
                 f"raster's bands onto the model's inputs explicitly, e.g. bands="
                 f"{[min(b, count) for b in bands]} (--bands "
-                f"{','.join(str(min(b, count)) for b in bands)})"
+                f"{','.join(str(min(b, count)) for b in bands)})",
+                "bands",
             )
     tile = options.tile_size or meta.tile_size
     overlap = meta.overlap if options.overlap is None else options.overlap
     upscale = int(meta.upscale or 1)
     if (tile * upscale) % meta.pad_multiple:
-        raise ValueError(
+        raise InputError(
             f"tile size {tile} x upscale {upscale} = {tile * upscale} must be a multiple of "
             f"the model's pad multiple {meta.pad_multiple} (e.g. tile size "
-            f"{-(-tile * upscale // meta.pad_multiple) * meta.pad_multiple // upscale})"
+            f"{-(-tile * upscale // meta.pad_multiple) * meta.pad_multiple // upscale})",
+            "tile_size",
         )
     if tile * upscale < min_input_side(meta.arch):
-        raise ValueError(f"tile size {tile} is too small for a {meta.arch} model")
+        raise InputError(f"tile size {tile} is too small for a {meta.arch} model", "tile_size")
     if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile size {tile}), got {overlap}")
+        raise InputError(f"overlap must be in [0, tile size {tile}), got {overlap}", "overlap")
     threshold = meta.threshold if options.threshold is None else options.threshold
     return _Plan(
         raster_path=raster_path,
@@ -391,11 +354,9 @@ def segment_raster(
     turns true (checked between batches); partial outputs are removed in every case.
     """
     options = options or SegmentOptions()
-    options.validate()
     out_dir = Path(out_dir)
-    check_outputs(_final_paths(out_dir, options), options.overwrite)  # fail before loading
-    if options.reference is not None:
-        options.reference.open()  # a bad polygon layer fails before the model loads
+    # Every refused input, before the model is loaded and before anything is written.
+    raise_problems(check_segment(model_path, raster_path, out_dir, options)[0])
     t0 = time.perf_counter()
     backend, meta = load_backend(model_path, options.backend, options.device, options.tta)
     result = segment_with_backend(
@@ -407,6 +368,52 @@ def segment_raster(
     result.timings["total_s"] = result.seconds
     result.km2_per_minute = result.area_km2 / (result.seconds / 60.0)
     return result
+
+
+def check_segment(
+    model_path: str | Path,
+    raster_path: str | Path,
+    out_dir: str | Path,
+    options: SegmentOptions | None = None,
+) -> tuple[list[Problem], ModelMeta | None]:
+    """The one check of a segmentation's inputs (CLI, Segment dialog and Processing):
+    every problem keyed by option (``model``, ``raster``, ``bands``, ``tile_size``,
+    ``overlap``, ``out``...), and the model's metadata when the model could be read."""
+    options = options or SegmentOptions()
+    problems = options.problems()
+    try:
+        check_outputs(_final_paths(Path(out_dir), options), options.overwrite)
+    except UserError as exc:
+        problems.append(Problem.of("out", exc))
+    if Path(model_path).suffix.lower() == ".onnx" and options.backend == "torch":
+        problems.append(
+            Problem("backend", f"{model_path}: an ONNX file runs on the 'onnx' backend")
+        )
+    if options.device.startswith("cuda") and options.backend == "torch":
+        from ..models.build import resolve_device
+
+        try:
+            resolve_device(options.device)
+        except UserError as exc:
+            problems.append(Problem.of("device", exc))
+    meta = None
+    try:
+        meta = read_meta(model_path)
+    except UserError as exc:
+        problems.append(Problem.of("model", exc))
+    try:
+        if meta is None or any(p.field in ("tile_size", "overlap", "bands") for p in problems):
+            raster_info(raster_path)  # at least: is the raster readable?
+        else:
+            _plan(Path(raster_path), meta, options)
+    except UserError as exc:
+        problems.append(Problem.of("raster", exc))
+    if options.reference is not None:
+        try:
+            open_reference(options.reference)  # file, layer, CRS, field and filter
+        except UserError as exc:
+            problems.append(Problem("reference", str(exc), exc))
+    return problems, meta
 
 
 def _final_paths(out_dir: Path, options: SegmentOptions) -> list[Path]:

@@ -18,7 +18,6 @@ layers in the scene's CRS: ``plants`` (the reference polygons with their plant's
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from ..evaluation.plants import (
     write_plants_csv,
 )
 from ..labels.vectors import LabelLayer, RasterGrid, burn_plants, group_plants, srs_of
+from .options import ReferenceOptions
 from .polygons import _scratch_gpkg, area_function
 
 PLANTS_CSV = "plants.csv"
@@ -39,18 +39,9 @@ PLANTS_GPKG = "plants.gpkg"
 MASK_NODATA = 255
 
 
-@dataclass
-class ReferenceOptions:
-    """Where the reference polygons are and how they become plants."""
-
-    path: str
-    layer: str | None = None
-    where: str | None = None
-    group_field: str | None = None  # None: touching polygons form one plant
-    all_touched: bool = False
-
-    def open(self) -> LabelLayer:
-        return LabelLayer(self.path, self.layer, self.where, self.group_field)
+def open_reference(reference: ReferenceOptions) -> LabelLayer:
+    """The reference layer, checked (file, layer, CRS, field, filter: one-line errors)."""
+    return LabelLayer(reference.path, reference.layer, reference.where, reference.group_field)
 
 
 def score_scene(
@@ -62,7 +53,7 @@ def score_scene(
 ) -> PlantMetrics:
     """Match the scene's mask with the reference plants; write the CSV and GeoPackage."""
     mask_path = Path(mask_path)
-    layer = reference.open()
+    layer = open_reference(reference)
     with open_raster(mask_path) as src:
         if src.crs is None:
             raise RasterError(f"{mask_path}: the scene has no CRS, so reference polygons "

@@ -35,6 +35,7 @@ import numpy as np
 from ..data.rasters import RasterError
 from ..errors import UserError
 from ..io import atomic_path
+from .options import PROBABILITY_DTYPES
 
 PROBABILITY_FILENAME = "probability.tif"
 MASK_FILENAME = "mask.tif"
@@ -43,7 +44,6 @@ UINT8_NODATA = 255
 UINT8_PROBABILITY_SCALE = 254
 BLOCK_SIZE = 256
 DEFLATE_LEVEL = 1  # 2-10x faster than the default 6; files a few % larger (measured)
-PROBABILITY_DTYPES = ("float32", "uint8")
 
 
 class OutputExistsError(UserError, FileExistsError, ValueError):

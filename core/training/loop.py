@@ -25,7 +25,7 @@ from ..data.dataset import TileDataset
 from ..data.discovery import Pair, find_dataset, write_manifest
 from ..data.splits import split_pairs, split_signature
 from ..data.stats import BandStats, summarize
-from ..errors import InputError
+from ..errors import InputError, raise_problems
 from ..evaluation.metrics import ConfusionCounts, confusion
 from ..evaluation.predict import iter_batches, to_native
 from ..io import atomic_write_bytes
@@ -39,6 +39,7 @@ from ..models.build import (
 )
 from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
 from . import runs
+from .checks import check_train
 from .finetune import load_init_model, load_weights, starting_stats
 from .losses import build_loss
 
@@ -199,6 +200,8 @@ def train(
         cfg = runs.load_run_config(run_dir)
     else:
         init = load_init_model(cfg)
+        # Every refused setting is reported before the run folder exists.
+        raise_problems(check_train(cfg))
         run_dir = runs.new_run_dir(cfg)
     seed_everything(cfg.train.seed)
     if cfg.train.threads:

@@ -31,7 +31,7 @@ from ..evaluation.evaluate import (
     write_per_image_csv,
 )
 from ..evaluation.metrics import ThresholdScan
-from ..evaluation.plants import write_plants_csv
+from ..evaluation.plants import plants_of_predictions, write_plants_csv
 from ..io import atomic_path, atomic_write_text
 from ..models.build import MODEL_FILENAME, load_model, save_model_file
 from ..progress import CancelFn, Progress, ProgressFn
@@ -115,7 +115,9 @@ def finish_run(
     skip = cfg.data.skip_blank_in_metrics
     scans = {s: evaluate_predictions(p, 0.5, skip, scan=True).scan for s, p in preds.items()}
     threshold, _ = scans["val"].best("iou")
-    results = {s: evaluate_predictions(p, threshold, skip, plants=True) for s, p in preds.items()}
+    results = {s: evaluate_predictions(p, threshold, skip) for s, p in preds.items()}
+    for s, r in results.items():
+        r.plants = plants_of_predictions(preds[s], threshold)
     metrics = {s: r.metrics for s, r in results.items()}
     plants = {s: r.plants.summary() for s, r in results.items() if r.plants is not None}
     at_thresholds = {

@@ -1,10 +1,19 @@
-"""Inspect Errors: turns a split's kept probabilities into per-tile layer groups on the
-map and a dock with the per-tile table; a new threshold recomputes predictions,
-overlays, table and totals from the kept probabilities (no new inference).
+"""Inspect Errors: turns a split's predictions (``predict-split``'s files, read with
+numpy) into per-tile layer groups on the map and a dock with the per-tile table; a new
+threshold recomputes predictions, overlays, table and totals from the kept
+probabilities (no new inference).
+
+Nothing here imports torch or rasterio: the numbers come from the engine's numpy-only
+scoring (:mod:`core.evaluation.scoring`), the files are written with QGIS's GDAL.
 
 Layers are added lazily: the worst tiles first (``initial_tiles``), any other tile when
 its row is selected or when "Add every tile" is pressed, so a split of hundreds of
 tiles stays quick to open.
+
+A new threshold never rewrites a file a layer has open: a background task writes the
+prediction and overlay of every tile on the map into new files, then (on the GUI
+thread) the layers are pointed at them with ``setDataSource`` and the old files are
+deleted once no layer of the project uses them.
 """
 
 from __future__ import annotations
@@ -14,20 +23,32 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsDataProvider,
     QgsLayerTreeGroup,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
+    QgsTask,
 )
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
 
-from ..common import tr
+from ..common import log, safe_slot, tr
+from ..core.evaluation.scoring import evaluate_predictions
 from .dock import ErrorDock
 from .layers import apply_style, load_raster, style_rgb
-from .rasters import GRID_CRS, TileFiles, TileLayout, write_threshold_layers, write_tile
+from .rasters import (
+    GRID_CRS,
+    TileFiles,
+    TileLayout,
+    fresh_path,
+    threshold_stems,
+    write_threshold_files,
+    write_tile,
+)
 
 
 @dataclass
@@ -44,43 +65,86 @@ class TileView:
     layer_ids: tuple[str, ...] = ()
 
 
+@dataclass
+class OverlayJob:
+    """New prediction and overlay files of one tile at one threshold."""
+
+    tile_id: str
+    view: TileView
+    prediction: Path
+    errors: Path
+
+
+class OverlayTask(QgsTask):
+    """Writes the prediction and error overlay of tiles at a threshold into new files
+    (numpy + GDAL, in a worker thread); ``written`` is emitted on the GUI thread."""
+
+    written = pyqtSignal(bool)
+
+    def __init__(self, jobs: list[OverlayJob], tiles: list, threshold: float) -> None:
+        super().__init__(tr("SolarSeg: error overlays at threshold {:.3f}").format(threshold),
+                         QgsTask.CanCancel)  # fmt: skip
+        self.jobs, self.tiles, self.threshold = jobs, tiles, threshold
+        self.done: list[OverlayJob] = []
+        self.error = ""
+
+    def run(self) -> bool:
+        try:
+            for i, (job, tile) in enumerate(zip(self.jobs, self.tiles, strict=True)):
+                if self.isCanceled():
+                    return False
+                write_threshold_files(job.prediction, job.errors, job.view.files.georef,
+                                      tile.prob, tile.mask, tile.valid, self.threshold)  # fmt: skip
+                self.done.append(job)
+                self.setProgress(100.0 * (i + 1) / len(self.jobs))
+        except Exception as exc:  # reported in finished(), never raised in Qt
+            self.error = f"{type(exc).__name__}: {exc}"
+            return False
+        return True
+
+    def finished(self, ok: bool) -> None:  # noqa: D401 (QgsTask API)
+        self.written.emit(ok)
+
+
 class ErrorAnalysis(QObject):
     """The error analysis of one model on one split."""
 
     closed = pyqtSignal()
+    overlaysUpdated = pyqtSignal(float)  # noqa: N815 (Qt naming): layers show this threshold
 
     def __init__(
         self,
         iface: Any,
-        model_path: Path,
-        split: str,
-        meta: Any,
-        predictions: list,
+        data: Any,
         out_dir: Path,
-        rgb_bands: list[int],
         threshold: float | None = None,
         initial_tiles: int = 24,
         project: QgsProject | None = None,
     ) -> None:
+        """``data``: :class:`~..tasks.SplitPredictions` (the split's tiles and index)."""
         super().__init__()
-        if not predictions:
-            raise ValueError(tr("the {} split has no tiles").format(split))
+        if not data.tiles:
+            raise ValueError(tr("the {} split has no tiles").format(data.split))
         self.iface = iface
         self.project = project or QgsProject.instance()
-        self.model_path, self.split, self.meta = Path(model_path), split, meta
-        self.predictions = predictions
-        self.by_id = {str(p.pair.id): i for i, p in enumerate(predictions)}
-        self.out_dir = Path(out_dir)
-        self.rgb_bands = rgb_bands
-        self.threshold = float(meta.threshold if threshold is None else threshold)
-        self.skip_blank = bool((meta.config or {}).get("data", {}).get("skip_blank_in_metrics"))
-        self.layout = TileLayout([p.tile.mask.shape for p in predictions])
+        self.model_path, self.split, self.index = Path(data.model_path), data.split, data.index
+        self.tiles = data.tiles
+        self.by_id = {t.tile_id: i for i, t in enumerate(self.tiles)}
+        self.out_dir = Path(out_dir).resolve()
+        self.rgb_bands = list(self.index["rgb_bands"])
+        self.threshold = float(self.index["threshold"] if threshold is None else threshold)
+        self.skip_blank = bool(self.index.get("skip_blank", False))
+        self.layout = TileLayout([t.shape for t in self.tiles])
         self.grid_crs = QgsCoordinateReferenceSystem(GRID_CRS)
         self.views: dict[str, TileView] = {}
         self.rows: list[dict] = []
         self.result: Any = None
+        self.shown_threshold = self.threshold  # what the layers on the map show
+        self._task: OverlayTask | None = None
+        self._pending: set[Path] = set()  # names given to files being written
+        self._stale: set[Path] = set()  # old files still to delete
         name = self.model_path.parent.name if self.model_path.is_file() else self.model_path.name
-        self.title = tr("SolarSeg errors: {} ({})").format(name, split)
+        self.title = tr("SolarSeg errors: {} ({})").format(name, self.split)
         self._root: QgsLayerTreeGroup | None = None
         self.project.layersWillBeRemoved.connect(self._layers_removed)
         self.dock = ErrorDock(
@@ -88,9 +152,9 @@ class ErrorAnalysis(QObject):
             self.threshold,
             iface.mainWindow() if iface is not None else None,
         )
-        self.dock.thresholdChanged.connect(self.set_threshold)
-        self.dock.tileSelected.connect(self.select_tile)
-        self.dock.addAllRequested.connect(self.add_all)
+        self.dock.thresholdChanged.connect(safe_slot(self.set_threshold))
+        self.dock.tileSelected.connect(safe_slot(self.select_tile))
+        self.dock.addAllRequested.connect(safe_slot(lambda *_: self.add_all()))
         self.evaluate()
         for row in self.worst_rows(initial_tiles):
             self.ensure_tile(str(row["tile_id"]))
@@ -99,17 +163,23 @@ class ErrorAnalysis(QObject):
             self.zoom_to([v.files.georef.extent() for v in self.views.values()], self.views)
         self.dock.show()
 
+    @property
+    def predictions(self) -> list:
+        """The split's tiles (``tile_id``, ``prob``, ``mask``, ``valid``), in split order."""
+        return self.tiles
+
+    @property
+    def busy(self) -> bool:
+        """New overlay files are being written (the layers still show the old ones)."""
+        return self._task is not None
+
     # --- numbers -----------------------------------------------------------------------
     def evaluate(self) -> None:
         """Counts, metrics and per-tile rows at the current threshold (engine code)."""
-        from ..core.evaluation.evaluate import evaluate_predictions
-
-        self.result = evaluate_predictions(self.predictions, self.threshold, self.skip_blank)
+        self.result = evaluate_predictions(self.tiles, self.threshold, self.skip_blank)
         self.rows = self.result.rows
         self.dock.show_rows(self.rows)
-        self.dock.show_totals(
-            self.split, len(self.predictions), self.threshold, self.result.metrics
-        )
+        self.dock.show_totals(self.split, len(self.tiles), self.threshold, self.result.metrics)
 
     def worst_rows(self, n: int) -> list[dict]:
         return sorted(self.rows, key=lambda r: (r["iou"], -r["fn"] - r["fp"]))[: max(0, n)]
@@ -134,17 +204,41 @@ class ErrorAnalysis(QObject):
                 if not sip.isdeleted(view.group) and view.group.parent() is not None:
                     view.group.parent().removeChildNode(view.group)
 
+    def used_files(self) -> set[Path]:
+        """Files some layer of the project reads."""
+        used = set()
+        for layer in self.project.mapLayers().values():
+            source = layer.source().split("|")[0]
+            if source:
+                used.add(Path(source))
+        return used
+
+    def _remove_unused(self, paths: set[Path]) -> None:
+        """Delete files no layer uses (kept for a later try when that fails)."""
+        used = self.used_files() | self._pending
+        for path in paths:
+            if path in used:
+                continue
+            try:
+                path.unlink(missing_ok=True)
+                self._stale.discard(path)
+            except OSError:  # still open somewhere (Windows): try again later
+                self._stale.add(path)
+
     def ensure_tile(self, tile_id: str) -> TileView:
         """The tile's layer group, created (files + layers) on first use."""
         view = self.views.get(tile_id)
         if view is not None:
             return view
         index = self.by_id[tile_id]
-        pred = self.predictions[index]
-        georef = self.layout.georef(index, pred.pair.image)
+        tile = self.tiles[index]
+        folder = self.out_dir / _safe(tile_id)
+        if folder.is_dir():  # files of an earlier analysis that no layer shows any more
+            self._remove_unused(set(folder.glob("*.tif")))
+        georef = self.layout.georef(index, tile.crs_wkt, tile.geotransform, tile.shape)
         files = write_tile(
-            self.out_dir / _safe(tile_id), tile_id, pred.pair.image, pred.tile.mask,
-            pred.tile.valid, pred.prob, self.threshold, self.rgb_bands, georef,
+            folder, tile_id, tile.rgb(), tile.mask, tile.valid, tile.prob,
+            self.threshold, georef, self._pending,
         )  # fmt: skip
         crs = self.grid_crs if georef.synthetic else None
         errors = load_raster(files.errors, tr("errors (FP yellow, FN green, TP white)"), crs)
@@ -173,19 +267,63 @@ class ErrorAnalysis(QObject):
             self.ensure_tile(str(row["tile_id"]))
 
     def set_threshold(self, threshold: float) -> None:
-        """New predictions, overlays, table and totals from the kept probabilities."""
+        """New table, totals and group names at once; new overlay files in the
+        background, then the layers switch to them (:attr:`overlaysUpdated`)."""
         self.threshold = float(threshold)
         self.dock.set_threshold(self.threshold)
         self.evaluate()
         for tile_id, view in self.views.items():
-            pred = self.predictions[view.index]
-            write_threshold_layers(
-                view.files, pred.prob, pred.tile.mask, pred.tile.valid, self.threshold
-            )
-            for layer in (view.prediction, view.errors):
-                layer.dataProvider().reloadData()
-                layer.triggerRepaint()
             view.group.setName(self._group_name(tile_id))
+        self._refresh_overlays()
+
+    def _refresh_overlays(self) -> None:
+        """Start writing the overlays at the current threshold (one task at a time: a
+        threshold chosen meanwhile is written when the running task ends)."""
+        if self._task is not None:
+            return
+        if self.shown_threshold == self.threshold or not self.views:
+            self.shown_threshold = self.threshold
+            return
+        pred_stem, err_stem = threshold_stems(self.threshold)
+        jobs = []
+        for tile_id, view in self.views.items():
+            folder = view.files.folder
+            pred = fresh_path(folder, pred_stem, self._pending)
+            self._pending.add(pred)
+            err = fresh_path(folder, err_stem, self._pending)
+            self._pending.add(err)
+            jobs.append(OverlayJob(tile_id, view, pred, err))
+        task = OverlayTask(jobs, [self.tiles[j.view.index] for j in jobs], self.threshold)
+        task.written.connect(safe_slot(lambda ok, t=task: self._overlays_written(t, ok)))
+        self._task = task
+        QgsApplication.taskManager().addTask(task)
+
+    def _overlays_written(self, task: OverlayTask, ok: bool) -> None:
+        """GUI thread: point the layers at the new files, delete the old ones."""
+        if task is not self._task:
+            return
+        self._task = None
+        written = {p for j in task.jobs for p in (j.prediction, j.errors)}
+        self._pending -= written
+        if task.error:
+            log(f"error overlays at threshold {task.threshold:.3f} failed: {task.error}")
+        if not ok or task.threshold != self.threshold:  # failed, or already outdated
+            self._remove_unused(written)
+            self._refresh_overlays()
+            return
+        old: set[Path] = set(self._stale)
+        for job in task.jobs:
+            view = job.view
+            if self.views.get(job.tile_id) is not view:  # removed by the user meanwhile
+                self._remove_unused({job.prediction, job.errors})
+                continue
+            old |= {view.files.prediction, view.files.errors}
+            _swap_source(view.prediction, job.prediction)
+            _swap_source(view.errors, job.errors)
+            view.files.prediction, view.files.errors = job.prediction, job.errors
+        self.shown_threshold = task.threshold
+        self._remove_unused(old)
+        self.overlaysUpdated.emit(self.shown_threshold)
 
     def select_tile(self, tile_id: str) -> None:
         """Show the tile's group (created if needed) and zoom the map to the tile."""
@@ -217,6 +355,13 @@ class ErrorAnalysis(QObject):
 
     def close(self) -> None:
         """Remove the dock (layers stay in the project: they are the user's now)."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            try:
+                task.written.disconnect()
+                task.cancel()
+            except (TypeError, RuntimeError):  # already finished and deleted
+                pass
         try:
             self.project.layersWillBeRemoved.disconnect(self._layers_removed)
         except TypeError:
@@ -236,3 +381,16 @@ def _safe(tile_id: str) -> str:
 
 def _bands(bands: list[int]) -> str:
     return ",".join(str(b) for b in bands)
+
+
+def _swap_source(layer: QgsRasterLayer, path: Path) -> None:
+    """Point ``layer`` at a new file of the same kind, keeping its style and CRS."""
+    crs = layer.crs()
+    renderer = layer.renderer().clone() if layer.renderer() is not None else None
+    options = QgsDataProvider.ProviderOptions()
+    layer.setDataSource(str(path), layer.name(), "gdal", options, False)
+    if crs.isValid() and not layer.crs().isValid():
+        layer.setCrs(crs)
+    if renderer is not None:
+        layer.setRenderer(renderer)
+    layer.triggerRepaint()

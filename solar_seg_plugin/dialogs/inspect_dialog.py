@@ -1,5 +1,7 @@
 """The Inspect Errors dialog: a model and a dataset split (test by default) -> a
-PredictSplitTask -> the error analysis (layer groups + per-tile dock)."""
+PredictSplitTask (``predict-split`` in the engine process) -> the error analysis (layer
+groups + per-tile dock). The model's metadata is read without torch
+(:func:`core.models.meta.read_model_meta`): no engine package enters QGIS's process."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import tasks
-from ..common import PLUGIN_NAME, Settings, format_bands, parse_bands, tr
+from ..common import PLUGIN_NAME, Settings, format_bands, parse_bands, safe_slot, tr
 from .widgets import (
     ERROR_STYLE,
     PathEdit,
@@ -97,7 +99,7 @@ class InspectDialog(QDialog):
         lay = QVBoxLayout(self)
         lay.addLayout(grid)
         add_task_footer(self, lay, tr("Inspect"))
-        self.model_edit.changed.connect(self.model_changed)
+        self.model_edit.changed.connect(safe_slot(self.model_changed))
         last = self.settings.get("inspect/last_model", "", str)
         if last and Path(last).exists():
             self.set_model(last)
@@ -109,14 +111,14 @@ class InspectDialog(QDialog):
 
     def model_changed(self, path: str) -> None:
         """Read the model's metadata: threshold and default RGB bands."""
-        from ..core.models.build import ModelFileError, read_model_file
+        from ..core.models.meta import ModelFileError, read_model_meta
 
         show_error(self.errors["model"], None)
         self.meta, self.meta_path = None, path
         if not path:
             return
         try:
-            meta, _ = read_model_file(path)
+            meta = read_model_meta(path)
         except (ModelFileError, OSError) as exc:
             show_error(self.errors["model"], str(exc))
             return
@@ -172,14 +174,6 @@ class InspectDialog(QDialog):
             except OSError as exc:
                 show_error(self.errors["out"], tr("cannot write to {}: {}").format(out, exc))
                 ok = False
-        if self.device_combo.currentText() == "cuda":
-            from ..core.models.build import resolve_device
-
-            try:
-                resolve_device("cuda")
-            except ValueError as exc:
-                show_error(self.errors["device"], str(exc))
-                ok = False
         if not ok:
             self.adjustSize()
             self.status.setStyleSheet(ERROR_STYLE)
@@ -210,10 +204,11 @@ class InspectDialog(QDialog):
         self.status.setStyleSheet("")
         self.status.setText(tr("Predicting the {} split…").format(opts["split"]))
         self.task = tasks.PredictSplitTask(
-            opts["model"], opts["dataset"], opts["split"], opts["tta"], opts["device"]
-        )
-        self.task.info.connect(self.on_info)
-        self.task.done.connect(lambda ok, t=self.task: self.on_done(t, ok))
+            opts["model"], opts["dataset"], opts["split"], opts["tta"], opts["device"],
+            Path(opts["out"]) / tasks.PREDICTIONS_DIR, opts["rgb"],
+        )  # fmt: skip
+        self.task.info.connect(safe_slot(self.on_info))
+        self.task.done.connect(safe_slot(lambda ok, t=self.task: self.on_done(t, ok)))
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         tasks.start(self.task)
@@ -245,8 +240,7 @@ class InspectDialog(QDialog):
         data = task.result
         try:
             self.analysis = ErrorAnalysis(
-                self.iface, data.model_path, data.split, data.meta, data.predictions,
-                Path(self.opts["out"]), self.opts["rgb"], self.opts["threshold"],
+                self.iface, data, Path(self.opts["out"]), self.opts["threshold"],
                 self.opts["tiles"],
             )  # fmt: skip
         except Exception as exc:  # a tile that cannot be written or loaded is reported
@@ -255,7 +249,7 @@ class InspectDialog(QDialog):
         self.progress_bar.setValue(100)
         self.status.setText(
             tr("{} tiles of the {} split: IoU {:.4f} at threshold {:.3f}.").format(
-                len(data.predictions),
+                len(data.tiles),
                 data.split,
                 self.analysis.result.metrics["iou"],
                 self.analysis.threshold,
@@ -278,11 +272,7 @@ class InspectDialog(QDialog):
 
 
 def default_rgb(bands: list[int] | None, in_channels: int) -> list[int]:
-    """R,G,B raster bands for display: Sentinel-2 4,3,2 when all 12 bands were used,
-    else the model's first three bands (e.g. 4,3,2 of 4,3,2,8)."""
-    if not bands:
-        return [4, 3, 2] if in_channels >= 12 else [1, 2, 3][: max(1, min(3, in_channels))]
-    chosen = list(bands[:3])
-    while len(chosen) < 3:
-        chosen.append(chosen[-1])
-    return chosen
+    """R,G,B raster bands for display (the engine's choice, see ``display_bands``)."""
+    from ..core.models.meta import display_bands
+
+    return display_bands(bands, in_channels)

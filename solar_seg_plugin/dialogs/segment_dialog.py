@@ -6,7 +6,6 @@ source layer, on the source's grid."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,15 @@ from qgis.PyQt.QtWidgets import (
 
 from .. import tasks
 from ..analysis.layers import add_group_above, apply_style, load_raster, load_vector
-from ..common import PLUGIN_NAME, Settings, format_bands, parse_bands, tr
+from ..common import (
+    PLUGIN_NAME,
+    Settings,
+    format_bands,
+    parse_bands,
+    raster_shape,
+    safe_slot,
+    tr,
+)
 from .widgets import (
     ERROR_STYLE,
     PathEdit,
@@ -47,15 +54,8 @@ DEVICES = ["auto", "cpu", "cuda"]
 OUTPUT_NAMES = ("probability.tif", "mask.tif", "panels.gpkg", "errors.tif")
 
 
-def read_model_meta(path: str) -> Any:
-    """ModelMeta of a run folder / model.pt, or of an ONNX file (from its metadata)."""
-    if path.lower().endswith(".onnx"):
-        from ..core.segment.backends import OnnxBackend
-
-        return OnnxBackend(path, device="cpu").meta
-    from ..core.models.build import read_model_file
-
-    return read_model_file(path)[0]
+# Engine problem fields (core.segment.engine.check_segment) -> this dialog's fields.
+ENGINE_FIELDS = {"tile_size": "tile", "batch_size": "batch", "probability_dtype": "out"}
 
 
 class SegmentDialog(QDialog):
@@ -64,8 +64,9 @@ class SegmentDialog(QDialog):
         self.iface = iface
         self.settings = Settings()
         self.task: tasks.SegmentTask | None = None
-        self.meta: Any = None
+        self.meta: Any = None  # the model's metadata (engine `info`), when read
         self.meta_path = ""
+        self.info_task: tasks.ModelInfoTask | None = None
         self.outcome: Any = None
         self.added: list = []
         self.setWindowTitle(tr("SolarSeg: Segment a raster layer"))
@@ -165,35 +166,44 @@ class SegmentDialog(QDialog):
         if layer is not None:
             return layer.bandCount()
         if path and Path(path).exists():
-            from ..core.data.rasters import RasterError, raster_info
-
             try:
-                return raster_info(path).count
-            except RasterError:
+                return raster_shape(path)[0]
+            except OSError:
                 return None
         return None
 
     def model_changed(self, path: str) -> None:
-        """Pre-fill band mapping, threshold, window size and overlap from the model."""
-        from ..core.models.build import ModelFileError
-
+        """Read the model's metadata in the engine process; when it arrives, pre-fill
+        band mapping, threshold, window size and overlap from it."""
         show_error(self.errors["model"], None)
         self.meta, self.meta_path = None, path
+        if self.info_task is not None:
+            tasks.detach(self.info_task)
+            self.info_task = None
         if not path:
             self.model_info.clear()
             return
-        try:
-            meta = read_model_meta(path)
-        except (ModelFileError, ValueError, OSError) as exc:
-            show_error(self.errors["model"], str(exc))
+        self.model_info.setText(tr("Reading the model…"))
+        task = tasks.ModelInfoTask(path)
+        task.done.connect(safe_slot(lambda ok, t=task: self._model_read(t, ok)))
+        self.info_task = tasks.start(task)
+
+    def _model_read(self, task: tasks.ModelInfoTask, ok: bool) -> None:
+        if task is not self.info_task:
+            return
+        self.info_task = None
+        if not ok:
+            if task.error is not None:
+                show_error(self.errors["model"], task.error_message())
             self.model_info.clear()
             return
+        meta = task.result
         self.meta = meta
         self.prefill_bands()
         self.threshold_spin.setValue(float(meta.threshold))
         self.tile_spin.setValue(int(meta.tile_size))
         self.overlap_spin.setValue(int(meta.overlap))
-        if path.lower().endswith(".onnx"):
+        if task.model_path.lower().endswith(".onnx"):
             self.backend_combo.setCurrentText("onnx")
         self._update_hint()
 
@@ -252,59 +262,26 @@ class SegmentDialog(QDialog):
         model = self.model_edit.text()
         if not model:
             problems["model"] = tr("Choose a run folder, a model.pt or a model.onnx")
-        else:
-            if model != self.meta_path:
-                self.model_changed(model)
-            if self.meta is None:
-                problems["model"] = self.errors["model"].text() or tr("unreadable model")
         bands = None
-        if self.meta is not None:
-            try:
-                bands = parse_bands(self.bands_edit.text()) or list(self.meta.bands or [])
-                problems.update(band_problems(bands, self.meta, count))
-            except ValueError as exc:
-                problems["bands"] = str(exc)
-            tile, up = self.tile_spin.value(), int(self.meta.upscale or 1)
-            if (tile * up) % self.meta.pad_multiple:
-                good = -(-tile * up // self.meta.pad_multiple) * self.meta.pad_multiple // up
-                problems["tile"] = tr(
-                    "window size x upscale {} must be a multiple of {} (e.g. {})"
-                ).format(up, self.meta.pad_multiple, good)
-        if self.overlap_spin.value() >= self.tile_spin.value():
-            problems["overlap"] = tr("overlap must be smaller than the window size")
+        try:
+            # The model's own bands when the mapping is empty; whether they fit the model
+            # and the raster is checked by the engine (check_segment) when it starts.
+            bands = parse_bands(self.bands_edit.text())
+        except ValueError as exc:
+            problems["bands"] = str(exc)
         backend = self.backend_combo.currentText()
         if backend == "auto":
             backend = "onnx" if model.lower().endswith(".onnx") else "torch"
-        if backend == "torch" and model.lower().endswith(".onnx"):
-            problems["backend"] = tr("an ONNX model runs with the onnx backend")
         out = self.out_edit.text()
         if not out:
             stem = Path(path).stem if path else "raster"
             out = str(Path.home() / "SolarSeg" / "segment" / stem)
-        try:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            if not os.access(out, os.W_OK):
-                raise PermissionError(out)
-            existing = [n for n in OUTPUT_NAMES if (Path(out) / n).exists()]
-            if existing and not self.overwrite_check.isChecked():
-                problems["out"] = tr(
-                    "already holds {}; tick overwrite or pick another folder"
-                ).format(", ".join(existing))
-        except OSError as exc:
-            problems["out"] = tr("cannot write to {}: {}").format(out, exc)
         truth = self.truth_file.text() or None
         truth_layer = self.truth_combo.currentLayer()
         if truth is None and truth_layer is not None:
             truth = truth_layer.source().split("|")[0]
         if truth:
             problems.update(truth_problems(truth, path, bool(self.truth_file.text())))
-        if self.device_combo.currentText() == "cuda":
-            from ..core.models.build import resolve_device
-
-            try:
-                resolve_device("cuda")
-            except ValueError as exc:
-                problems["device"] = str(exc)
         if problems:
             for key, message in problems.items():
                 show_error(self.errors[key], message)
@@ -329,10 +306,11 @@ class SegmentDialog(QDialog):
         opts = self.options()
         if opts is None:
             return False
-        from ..core.segment import SegmentOptions
+        from ..core.segment.options import SegmentOptions  # pure Python
 
         self.settings.set("segment/last_model", opts["model"])
-        self.settings.set(self._bands_key(), format_bands(opts["bands"]))
+        if opts["bands"]:
+            self.settings.set(self._bands_key(), format_bands(opts["bands"]))
         self.settings.set("segment/polygons", self.polygons_check.isChecked())
         options = SegmentOptions(
             tile_size=self.tile_spin.value(),
@@ -357,8 +335,8 @@ class SegmentDialog(QDialog):
         self.task = tasks.SegmentTask(
             opts["model"], opts["raster"], opts["out"], options, opts["truth"]
         )
-        self.task.info.connect(self.on_info)
-        self.task.done.connect(lambda ok, t=self.task: self.on_done(t, ok))
+        self.task.info.connect(safe_slot(self.on_info))
+        self.task.done.connect(safe_slot(lambda ok, t=self.task: self.on_done(t, ok)))
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         tasks.start(self.task)
@@ -388,8 +366,13 @@ class SegmentDialog(QDialog):
             message = task.error_message()
             self.status.setStyleSheet(ERROR_STYLE)
             self.status.setText(tr("Segmentation failed: {}").format(message))
-            if "band" in message:
-                show_error(self.errors["bands"], message)
+            problems = getattr(task.error, "problems", None) or {}
+            for key, text in problems.items():  # the engine's check, beside the fields
+                key = ENGINE_FIELDS.get(key, key)
+                if key == "raster":
+                    key = "file" if self.file_edit.text() else "layer"
+                if key in self.errors:
+                    show_error(self.errors[key], text)
             if bar is not None:
                 bar.pushMessage(PLUGIN_NAME, message, Qgis.Critical)
             return
@@ -438,51 +421,26 @@ class SegmentDialog(QDialog):
 
     def shutdown(self) -> None:
         """Cancel running work and stop listening to it (plugin unload)."""
-        if self.task is not None:
-            tasks.detach(self.task)
-            self.task = None
-
-
-def band_problems(bands: list[int], meta: Any, count: int | None) -> dict[str, str]:
-    """Why a band mapping cannot feed the model on a raster with ``count`` bands."""
-    if len(bands) != meta.in_channels:
-        return {
-            "bands": tr("the model takes {} input band(s); the mapping gives {}").format(
-                meta.in_channels, len(bands)
-            )
-        }
-    if count is not None:
-        missing = [b for b in bands if b > count]
-        if missing:
-            return {
-                "bands": tr(
-                    "the raster has {} band(s) but the mapping asks for band(s) {}: map the "
-                    "raster's bands onto the model's {} inputs (e.g. {})"
-                ).format(
-                    count,
-                    format_bands(missing),
-                    meta.in_channels,
-                    format_bands([min(b, count) for b in bands]),
-                )
-            }
-    return {}
+        for task in (self.task, self.info_task):
+            if task is not None:
+                tasks.detach(task)
+        self.task = self.info_task = None
 
 
 def truth_problems(truth: str, raster: str | None, from_file: bool) -> dict[str, str]:
-    from ..core.data.rasters import RasterError, raster_info
-
+    """Why a ground-truth mask cannot be compared with the raster (read with GDAL)."""
     key = "truth_file" if from_file else "truth"
     try:
-        gt = raster_info(truth)
-        src = raster_info(raster) if raster and Path(raster).exists() else None
-    except RasterError as exc:
+        count, width, height = raster_shape(truth)
+        src = raster_shape(raster) if raster and Path(raster).exists() else None
+    except OSError as exc:
         return {key: str(exc)}
-    if src is not None and (gt.width, gt.height) != (src.width, src.height):
+    if src is not None and (width, height) != src[1:]:
         return {
             key: tr("ground truth is {}x{} but the raster is {}x{}").format(
-                gt.width, gt.height, src.width, src.height
+                width, height, src[1], src[2]
             )
         }
-    if gt.count != 1:
-        return {key: tr("ground truth must have one band, found {}").format(gt.count)}
+    if count != 1:
+        return {key: tr("ground truth must have one band, found {}").format(count)}
     return {}

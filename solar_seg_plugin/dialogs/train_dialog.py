@@ -4,7 +4,6 @@ beside the fields, and a background TrainTask with live progress, chart and summ
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import tasks
-from ..common import PLUGIN_NAME, Settings, tr
+from ..common import PLUGIN_NAME, Settings, safe_slot, tr
 from .chart import HistoryChart
 from .config_form import ConfigForm
 from .widgets import ERROR_STYLE, format_eta
@@ -109,9 +108,9 @@ class TrainDialog(QDialog):
             buttons.addWidget(b)
         lay.addLayout(buttons)
 
-        self.reset_button.clicked.connect(self.reset_defaults)
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.reset_button.clicked.connect(safe_slot(lambda _c=False: self.reset_defaults()))
+        self.start_button.clicked.connect(safe_slot(lambda _c=False: self.start()))
+        self.cancel_button.clicked.connect(safe_slot(lambda _c=False: self.cancel()))
         self.close_button.clicked.connect(self.close)
         self.form.changed.connect(self._setting_changed)
         if self.form.fields["data.path"].get():
@@ -135,7 +134,9 @@ class TrainDialog(QDialog):
         self.dataset_box = box
 
     def _build_device_label(self) -> None:
-        self.device_label = QLabel(device_text())
+        # The engine decides (auto: CUDA when its torch sees a GPU) and says so when a
+        # run starts; nothing here imports torch.
+        self.device_label = QLabel(tr("auto: the engine uses a CUDA GPU when it finds one"))
         self.device_label.setObjectName("deviceInfo")
         self.form.slots["train.device"].addWidget(self.device_label)
 
@@ -183,7 +184,7 @@ class TrainDialog(QDialog):
         lay.addWidget(self.summary_table)
         self.inspect_button = QPushButton(tr("Inspect errors of this run…"))
         self.inspect_button.setEnabled(False)
-        self.inspect_button.clicked.connect(self.inspect)
+        self.inspect_button.clicked.connect(safe_slot(lambda _c=False: self.inspect()))
         lay.addWidget(self.inspect_button)
         return box
 
@@ -242,7 +243,7 @@ class TrainDialog(QDialog):
         except (ConfigError, ValueError):
             split_cfg, limit = SplitConfig(), None
         task = tasks.DatasetSummaryTask(path, limit, split_cfg)
-        task.done.connect(lambda ok, t=task: self._dataset_done(t, ok))
+        task.done.connect(safe_slot(lambda ok, t=task: self._dataset_done(t, ok)))
         self.summary_task = tasks.start(task)
 
     def _dataset_done(self, task: tasks.DatasetSummaryTask, ok: bool) -> None:
@@ -272,33 +273,32 @@ class TrainDialog(QDialog):
 
     # --- validation --------------------------------------------------------------------
     def validated_config(self) -> Any | None:
-        """The RunConfig, or None with messages beside the refused fields."""
-        from ..core.config import ConfigError, RunConfig, from_dict, validate
+        """The RunConfig, or None with messages beside the refused fields.
+
+        Only the values are checked here (pure Python, instant); the dataset, device,
+        loss and model are checked by the engine's own ``check_train`` when the run
+        starts, and its problems come back beside the same fields (:meth:`on_done`).
+        """
+        from ..core.config import ConfigError, RunConfig, config_problems, from_dict
 
         form = self.form
         form.clear_errors()
         try:
             cfg = from_dict(RunConfig, form.values())
-            validate(cfg)
         except ConfigError as exc:
-            keys = form.keys_in(str(exc)) or ["name"]
-            for key in keys:
+            for key in form.keys_in(str(exc)) or ["name"]:
                 form.set_error(key, str(exc))
             return self._refused()
-        checks = [
-            ("data.path", check_dataset),
-            ("out_dir", check_out_dir),
-            ("train.device", check_device),
-            ("loss.terms", check_loss),
-            ("model.arch", check_model),
-        ]
-        for key, check in checks:
-            try:
-                check(cfg)
-            except FieldError as exc:
-                form.set_error(exc.key or key, str(exc))
-                return self._refused()
+        problems = {p.field: p.message for p in config_problems(cfg)}
+        if problems:
+            self.show_problems(problems)
+            return self._refused()
         return cfg
+
+    def show_problems(self, problems: dict[str, str]) -> None:
+        """Each problem beside its field (a field the form lacks: beside the name)."""
+        for key, message in problems.items():
+            self.form.set_error(key if key in self.form.fields else "name", message)
 
     def _refused(self) -> None:
         self.status.setStyleSheet(ERROR_STYLE)
@@ -326,8 +326,8 @@ class TrainDialog(QDialog):
         for label in self.labels.values():
             label.setText("–")
         self.task = tasks.TrainTask(cfg)
-        self.task.info.connect(self.on_info)
-        self.task.done.connect(lambda ok, t=self.task: self.on_done(t, ok))
+        self.task.info.connect(safe_slot(self.on_info))
+        self.task.done.connect(safe_slot(lambda ok, t=self.task: self.on_done(t, ok)))
         self._set_running(True)
         tasks.start(self.task)
         return True
@@ -371,6 +371,11 @@ class TrainDialog(QDialog):
         bar = self.iface.messageBar() if self.iface is not None else None
         if task.error is not None:
             msg = task.error_message()
+            problems = getattr(task.error, "problems", None)
+            if problems:  # refused by the engine's check: beside the fields, nothing ran
+                self.show_problems(problems)
+                self._refused()
+                return
             self.status.setStyleSheet(ERROR_STYLE)
             self.status.setText(tr("Training failed: {}").format(msg))
             if bar is not None:
@@ -431,105 +436,3 @@ class TrainDialog(QDialog):
             if task is not None:
                 tasks.detach(task)
         self.task = self.summary_task = None
-
-
-class FieldError(ValueError):
-    """A check refused a setting; ``key`` names the field when it is not the default."""
-
-    def __init__(self, message: str, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-def device_text() -> str:
-    """Whether training will use a GPU."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return tr("CUDA GPU available: {} (device auto uses it)").format(
-                torch.cuda.get_device_name(0)
-            )
-    except Exception as exc:  # a broken CUDA setup is reported, not raised
-        return tr("GPU check failed ({}); training runs on the CPU").format(exc)
-    return tr("No CUDA GPU found: training runs on the CPU")
-
-
-def check_dataset(cfg: Any) -> None:
-    from ..core.data.discovery import DatasetError, find_dataset
-    from ..core.data.rasters import RasterError, check_bands, raster_info
-    from ..core.data.splits import split_pairs
-
-    if not cfg.data.path:
-        raise FieldError(tr("Choose a dataset folder or a CSV manifest"))
-    try:
-        index = find_dataset(cfg.data.path)
-        if cfg.data.limit:
-            index.pairs = index.pairs[: cfg.data.limit]
-        if not index.pairs:
-            raise FieldError(tr("No image/mask pairs found"))
-        info = raster_info(index.pairs[0].image)
-        pairs = split_pairs(index, cfg.data.split)
-    except DatasetError as exc:
-        raise FieldError(str(exc)) from None
-    except RasterError as exc:
-        raise FieldError(str(exc)) from None
-    try:
-        check_bands(cfg.data.bands, info.count, index.pairs[0].image)
-    except RasterError as exc:
-        raise FieldError(str(exc), "data.bands") from None
-    missing = [s for s in ("train", "val") if not any(p.split == s for p in pairs)]
-    if missing:
-        raise FieldError(
-            tr("With {} tiles the split has no {} tiles; use more tiles").format(
-                len(pairs), " and no ".join(missing)
-            ),
-            "data.limit" if cfg.data.limit else "data.split.val",
-        )
-
-
-def check_out_dir(cfg: Any) -> None:
-    out = Path(cfg.out_dir).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise FieldError(tr("Cannot create {}: {}").format(out, exc.strerror)) from None
-    if not os.access(out, os.W_OK):
-        raise FieldError(tr("{} is not writable").format(out))
-
-
-def check_device(cfg: Any) -> None:
-    from ..core.models.build import resolve_device
-
-    try:
-        resolve_device(cfg.train.device)
-    except (ValueError, RuntimeError) as exc:
-        raise FieldError(str(exc)) from None
-
-
-def check_loss(cfg: Any) -> None:
-    from ..core.training.losses import build_loss
-
-    try:
-        build_loss(cfg.loss.terms)
-    except (ValueError, TypeError) as exc:
-        raise FieldError(str(exc)) from None
-
-
-def check_model(cfg: Any) -> None:
-    from ..core.models.build import build_model
-
-    bands = len(cfg.data.bands) if cfg.data.bands else 1
-    weights = cfg.model.encoder_weights
-    local = weights if weights and Path(weights).suffix in (".pt", ".pth", ".bin") else None
-    if local and not Path(local).is_file():
-        raise FieldError(tr("{}: file not found").format(local), "model.encoder_weights")
-    try:
-        build_model(cfg.model.arch, cfg.model.encoder, bands, None, cfg.model.params)
-    except ValueError as exc:
-        key = "model.encoder" if "encoder" in str(exc) else "model.arch"
-        raise FieldError(str(exc), key) from None
-    except TypeError as exc:  # an argument the architecture does not take
-        raise FieldError(str(exc), "model.params") from None
-    except Exception as exc:  # smp raises various errors for unusable combinations
-        raise FieldError(f"{type(exc).__name__}: {exc}", "model.encoder") from None

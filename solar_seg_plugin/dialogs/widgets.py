@@ -16,7 +16,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..common import Settings, tr
+from ..common import Settings, safe_slot, tr
 
 ERROR_STYLE = "color: #c0392b;"
 
@@ -158,6 +158,6 @@ def add_task_footer(dialog: QDialog, lay: QVBoxLayout, start_label: str) -> None
     for b in (dialog.start_button, dialog.cancel_button, close):
         buttons.addWidget(b)
     lay.addLayout(buttons)
-    dialog.start_button.clicked.connect(dialog.start)
-    dialog.cancel_button.clicked.connect(dialog.cancel)
+    dialog.start_button.clicked.connect(safe_slot(lambda _c=False: dialog.start()))
+    dialog.cancel_button.clicked.connect(safe_slot(lambda _c=False: dialog.cancel()))
     close.clicked.connect(dialog.close)

@@ -1,16 +1,23 @@
 """Processing algorithms wrapping the engine: Segment raster, Evaluate model, Train model.
 
 They run from the toolbox, in batch mode, in the graphical modeler and from
-``processing.run("solarseg:...", {...})``. The engine is imported when an algorithm
-runs, so the provider loads even when torch is missing. Engine progress goes to
-``feedback.setProgress``; ``feedback.isCanceled`` is the engine's cancel check.
+``processing.run("solarseg:...", {...})``. Each one runs the engine's own command
+(``segment``, ``evaluate``, ``train``) in the engine's Python, in a subprocess, exactly
+as the dialogs do: the engine checks the inputs (one check per operation), its progress
+goes to ``feedback.setProgress``, ``feedback.isCanceled`` stops it, and an engine error or
+crash becomes a QgsProcessingException with one line. Nothing of the engine (torch,
+rasterio) is imported into QGIS's process.
 """
 
 from __future__ import annotations
 
+import csv
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import yaml
 from qgis.core import (
     QgsFeature,
     QgsFeatureSink,
@@ -41,6 +48,7 @@ from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QIcon
 
 from ..common import icon, parse_bands, tr
+from ..core.errors import UserError
 
 SPLITS = ["train", "val", "test"]
 DEVICES = ["auto", "cpu", "cuda"]
@@ -48,26 +56,19 @@ BACKENDS = ["auto", "torch", "onnx"]
 UPSCALES = [1, 2, 4, 8]
 
 
-def engine_errors() -> tuple[type[BaseException], ...]:
-    """Engine exceptions that are the user's input problems (shown as messages)."""
-    from ..core.config import ConfigError
-    from ..core.data.discovery import DatasetError
-    from ..core.data.rasters import RasterError
-    from ..core.models.build import ModelFileError
-
-    return (ConfigError, DatasetError, RasterError, ModelFileError, ValueError, OSError)
-
-
-def feedback_progress(feedback: QgsProcessingFeedback):
-    """Engine progress callback -> Processing feedback (percent + text)."""
+def feedback_events(feedback: QgsProcessingFeedback):
+    """Engine progress events (JSON lines) -> Processing feedback (percent + text)."""
     last = {"message": None}
 
-    def report(p: Any) -> None:
-        feedback.setProgress(100.0 * max(0.0, min(1.0, float(p.fraction))))
-        if p.message and p.message != last["message"]:
-            feedback.setProgressText(p.message)
-            last["message"] = p.message
-        row = (p.info or {}).get("history_row")
+    def report(event: dict) -> None:
+        if event.get("event") != "progress":
+            return
+        feedback.setProgress(100.0 * max(0.0, min(1.0, float(event.get("fraction", 0.0)))))
+        message = event.get("message")
+        if message and message != last["message"]:
+            feedback.setProgressText(message)
+            last["message"] = message
+        row = (event.get("info") or {}).get("history_row")
         if row:
             feedback.pushInfo(
                 "epoch {epoch}: train_loss {tl:.4f} val_loss {vl:.4f} val_iou {vi:.4f}".format(
@@ -85,6 +86,17 @@ def _int_or_none(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
+def _typed(text: str | None, kind: Any) -> Any:
+    """A per-image CSV cell as the sink field's type (empty: NULL)."""
+    if text in (None, ""):
+        return None
+    if kind == QVariant.Double:
+        return float(text)
+    if kind == QVariant.LongLong:
+        return int(float(text))
+    return text
+
+
 class _Base(QgsProcessingAlgorithm):
     def group(self) -> str:
         return tr("Solar PV segmentation")
@@ -98,16 +110,29 @@ class _Base(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return type(self)()
 
-    def _run_engine(self, fn, feedback: QgsProcessingFeedback):
-        """Run ``fn()`` turning engine input errors and cancellation into messages."""
-        from ..core.progress import Cancelled
+    def _run_engine(self, args: list[str], feedback: QgsProcessingFeedback) -> dict:
+        """Run ``python -m core ARGS`` in the engine's Python; its result event's data.
 
-        try:
-            return fn()
-        except Cancelled:
-            raise QgsProcessingException(tr("Cancelled by the user")) from None
-        except engine_errors() as exc:
-            raise QgsProcessingException(str(exc)) from None
+        Refused inputs (every problem of the engine's check, one line each), cancel and
+        a crashed engine become a QgsProcessingException.
+        """
+        from ..engine_process import engine_command, run_engine
+        from ..tasks import engine_python
+
+        python = engine_python()
+        feedback.pushDebugInfo(" ".join(engine_command(python, args)))
+        outcome = run_engine(python, args, feedback_events(feedback), feedback.isCanceled)
+        if outcome.error:
+            for problem in outcome.problems[1:]:
+                feedback.reportError(f"{problem['field']}: {problem['message']}")
+            raise QgsProcessingException(outcome.error)
+        if outcome.cancelled or feedback.isCanceled():
+            if outcome.result is None:
+                raise QgsProcessingException(tr("Cancelled by the user"))
+        if outcome.result is None:
+            tail = "; ".join(outcome.stderr_tail[-3:])
+            raise QgsProcessingException(tr("the engine returned no result: {}").format(tail))
+        return outcome.result
 
     def _optional_number(
         self, params: dict, name: str, context: QgsProcessingContext
@@ -216,7 +241,8 @@ class SegmentRasterAlgorithm(_Base):
         backend = BACKENDS[self.parameterAsEnum(parameters, self.BACKEND, context)]
         if backend == "auto":
             backend = "onnx" if model.lower().endswith(".onnx") else "torch"
-        from ..core.segment import SegmentOptions, segment_raster
+        from ..core.segment.options import SegmentOptions  # pure Python
+        from ..tasks import segment_args
 
         options = SegmentOptions(
             tile_size=_int_or_none(self._optional_number(parameters, self.TILE_SIZE, context)),
@@ -231,13 +257,10 @@ class SegmentRasterAlgorithm(_Base):
             overwrite=True,
         )
         feedback.pushInfo(tr("Segmenting {} with {}").format(raster, model))
-        result = self._run_engine(
-            lambda: segment_raster(
-                model, raster, out_dir, options,
-                progress=feedback_progress(feedback), cancel=feedback.isCanceled,
-            ),
-            feedback,
-        )  # fmt: skip
+        data = self._run_engine(
+            segment_args(Path(model), Path(raster), Path(out_dir), options), feedback
+        )
+        result = SimpleNamespace(**data)
         for path, name, out in (
             (result.probability_path, tr("probability"), "PROBABILITY"),
             (result.mask_path, tr("mask"), "MASK"),
@@ -247,7 +270,7 @@ class SegmentRasterAlgorithm(_Base):
                 context.addLayerToLoadOnCompletion(
                     str(path), QgsProcessingContext.LayerDetails(name, context.project(), out)
                 )
-        feedback.pushInfo(result.summary())
+        feedback.pushInfo(result.summary)
         return {
             self.OUTPUT_FOLDER: out_dir,
             "PROBABILITY": str(result.probability_path),
@@ -336,24 +359,24 @@ class EvaluateModelAlgorithm(_Base):
         dataset = self.parameterAsFile(parameters, self.DATASET, context) or None
         split = SPLITS[self.parameterAsEnum(parameters, self.SPLIT, context)]
         threshold = self._optional_number(parameters, self.THRESHOLD, context)
-        from ..core.evaluation.evaluate import evaluate_predictions, predict_split
-
-        meta, preds = self._run_engine(
-            lambda: predict_split(
-                model, dataset, split=split, progress=feedback_progress(feedback),
-                cancel=feedback.isCanceled,
-                tta=self.parameterAsBool(parameters, self.TTA, context),
-                device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            ),
-            feedback,
-        )  # fmt: skip
-        if not preds:
+        with tempfile.TemporaryDirectory(prefix="solarseg-evaluate-") as tmp:
+            csv_path = Path(tmp) / "per_image.csv"
+            args = ["evaluate", model] + ([dataset] if dataset else [])
+            args += ["--split", split, "--csv", str(csv_path),
+                     "--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                     "--tta" if self.parameterAsBool(parameters, self.TTA, context) else "--no-tta"]  # fmt: skip
+            if threshold is not None:
+                args += ["--threshold", str(threshold)]
+            data = self._run_engine(args, feedback)
+            with open(csv_path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        if not rows:
             raise QgsProcessingException(tr("split {} has no tiles").format(split))
-        threshold = meta.threshold if threshold is None else threshold
-        result = evaluate_predictions(preds, threshold)
-        results: dict[str, Any] = {k.upper(): result.metrics.get(k) for k in METRIC_OUTPUTS}
+        metrics = data["metrics"]
+        threshold = float(data["threshold"])
+        results: dict[str, Any] = {k.upper(): metrics.get(k) for k in METRIC_OUTPUTS}
         for k in ("tp", "fp", "fn", "tn"):
-            results[k.upper()] = int(getattr(result.counts, k))
+            results[k.upper()] = int(metrics[k])
         results["THRESHOLD_USED"] = threshold
         fields = QgsFields()
         for name, kind in ROW_FIELDS:
@@ -362,14 +385,14 @@ class EvaluateModelAlgorithm(_Base):
             parameters, self.OUTPUT, context, fields, QgsWkbTypes.NoGeometry
         )
         if sink is not None:
-            for row in result.rows:
+            for row in rows:
                 f = QgsFeature(fields)
-                f.setAttributes([row.get(name) for name, _ in ROW_FIELDS])
+                f.setAttributes([_typed(row.get(name), kind) for name, kind in ROW_FIELDS])
                 sink.addFeature(f, QgsFeatureSink.FastInsert)
             results[self.OUTPUT] = dest
         feedback.pushInfo(
             tr("{} split, {} tiles, threshold {:.3f}: IoU {:.4f}, F1 {:.4f}").format(
-                split, len(preds), threshold, results["IOU"], results["F1"]
+                split, len(rows), threshold, results["IOU"], results["F1"]
             )
         )
         return results
@@ -490,20 +513,21 @@ class TrainModelAlgorithm(_Base):
     def processAlgorithm(  # noqa: N802
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict:
-        from ..core.config import load_config
-        from ..core.training.loop import train
+        from ..core.config import load_config, to_dict  # pure Python (yaml)
 
         config_path = self.parameterAsFile(parameters, self.CONFIG, context) or None
         try:
             values = self.values(parameters, context)
-        except ValueError as exc:
+            # Merged and typed here, checked by the engine (check_train) with the dataset.
+            cfg = load_config(config_path, self.overrides(parameters, context), values,
+                              check=False)  # fmt: skip
+        except (UserError, ValueError) as exc:
             raise QgsProcessingException(str(exc)) from None
-        overrides = self.overrides(parameters, context)
-        cfg = self._run_engine(lambda: load_config(config_path, overrides, values), feedback)
-        result = self._run_engine(
-            lambda: train(cfg, progress=feedback_progress(feedback), cancel=feedback.isCanceled),
-            feedback,
-        )
+        with tempfile.TemporaryDirectory(prefix="solarseg-train-") as tmp:
+            config_file = Path(tmp) / "config.yaml"
+            config_file.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            data = self._run_engine(["train", "--config", str(config_file)], feedback)
+        result = SimpleNamespace(**data)
         if result.status == "cancelled":
             feedback.reportError(tr("Training cancelled; the best model so far is kept."))
         run_dir = Path(result.run_dir)

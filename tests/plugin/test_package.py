@@ -25,7 +25,8 @@ def test_package_zip_is_self_contained(tmp_path):
     assert {n.split("/")[0] for n in names} == {"solar_seg_plugin"}
     for needed in ("__init__.py", "metadata.txt", "plugin.py", "core/__init__.py",
                    "core/training/loop.py", "core/segment/__init__.py", "resources/icon.png",
-                   "resources/error.qml", "resources/mask.qml"):  # fmt: skip
+                   "resources/error.qml", "resources/mask.qml", "engine_env.py",
+                   "engine-requirements.txt"):  # fmt: skip
         assert f"solar_seg_plugin/{needed}" in names, needed
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     root = tmp_path / "plugins" / "solar_seg_plugin"

@@ -16,7 +16,8 @@ from qgis.PyQt.QtWidgets import QAction, QToolBar
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = "solar_seg_plugin"
-ACTIONS = {"solarsegTrain", "solarsegSegment", "solarsegInspect"}
+TOOLS = {"solarsegTrain", "solarsegSegment", "solarsegInspect"}  # toolbar and menu
+ACTIONS = TOOLS | {"solarsegEngine"}  # menu
 
 
 def flush_deletes() -> None:
@@ -71,9 +72,9 @@ def test_load_start_unload(qgis_plugin_env):
     assert set(actions) == ACTIONS
     toolbars = [t for t in main.findChildren(QToolBar) if t.objectName() == "SolarSegToolbar"]
     assert len(toolbars) == 1
-    assert {a.objectName() for a in toolbars[0].actions()} == ACTIONS
+    assert {a.objectName() for a in toolbars[0].actions()} == TOOLS
     menu_calls = iface.addPluginToRasterMenu.call_args_list
-    assert [c.args[0] for c in menu_calls] == ["&SolarSeg"] * 3
+    assert [c.args[0] for c in menu_calls] == ["&SolarSeg"] * 4
     assert {c.args[1].objectName() for c in menu_calls} == ACTIONS
     provider = registry.providerById("solarseg")
     assert provider is not None
@@ -120,111 +121,30 @@ def test_import_puts_no_bare_core_on_sys_modules():
     assert out.stdout.strip() == "ok"
 
 
-def test_missing_dependency_message_and_pip_command(qgis_plugin_env, tmp_path):
-    from solar_seg_plugin import deps
-    from solar_seg_plugin.dialogs.deps_dialog import DependenciesDialog
-    from solar_seg_plugin.plugin import SolarSegPlugin
+def test_actions_open_dialogs_and_unload_closes_them(qgis_plugin_env, tmp_path):
+    from solar_seg_plugin.common import Settings
 
-    iface = qgis_plugin_env
-    plugin = SolarSegPlugin(iface)
-    missing = plugin.check_dependencies(("solarseg_no_such_module", "json"))
-    assert missing == ["solarseg_no_such_module"]
-    texts = [item.text() for item in iface.messageBar().items()]
-    assert any("solarseg_no_such_module" in t for t in texts), texts
-
-    problems = deps.import_problems(["solarseg_no_such_module", "json"])
-    assert list(problems) == ["solarseg_no_such_module"]
-    dlg = DependenciesDialog(problems, target=tmp_path / "deps")
-    command = dlg.command_edit.toPlainText()
-    assert deps.python_executable() in command
-    assert f"--target {tmp_path / 'deps'}" in command
-    assert "solarseg_no_such_module" in command
-    assert "solarseg_no_such_module" in dlg.problem_label.text()
-    exe = deps.python_executable()
-    assert Path(exe).exists() and Path(sys.exec_prefix) in Path(exe).absolute().parents
-    same = subprocess.run(
-        [exe, "-c", "import sys; print(sys.version_info[:2], sys.exec_prefix)"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert same.stdout.strip() == f"{tuple(sys.version_info[:2])} {sys.exec_prefix}"
-    # the private folder is appended (never prepended) to sys.path, once
-    (tmp_path / "deps").mkdir()
-    try:
-        assert deps.add_deps_dir_to_path(tmp_path / "deps")
-        assert sys.path[-1] == str(tmp_path / "deps")
-        assert not deps.add_deps_dir_to_path(tmp_path / "deps")
-    finally:
-        sys.path.remove(str(tmp_path / "deps"))
-    dlg.deleteLater()
-    iface.messageBar().clearWidgets()
-
-
-def test_actions_open_dialogs_and_unload_closes_them(qgis_plugin_env):
     iface = qgis_plugin_env
     main = iface.mainWindow()
     assert qgis.utils.loadPlugin(PLUGIN) and qgis.utils.startPlugin(PLUGIN)
     plugin = qgis.utils.plugins[PLUGIN]
     actions = {a.objectName(): a for a in main.findChildren(QAction) if a.objectName() in ACTIONS}
-    for name in ("solarsegTrain", "solarsegSegment", "solarsegInspect"):
+    for name in sorted(TOOLS):
         actions[name].trigger()
     kinds = {k: type(d).__name__ for k, d in plugin.dialogs.items()}
     assert kinds == {"train": "TrainDialog", "segment": "SegmentDialog", "inspect": "InspectDialog"}
     assert all(d.isVisible() for d in plugin.dialogs.values())
     dialogs = list(plugin.dialogs.values())
-    # a missing engine package opens the installer dialog instead of the tool
-    assert not plugin.ensure_engine(("solarseg_no_such_module",))
-    assert type(plugin.dialogs["deps"]).__name__ == "DependenciesDialog"
-    dialogs.append(plugin.dialogs["deps"])
+    # an engine Python without the engine's packages opens the engine dialog instead
+    plugin._engine_ok.clear()
+    Settings().set("engine_python", str(tmp_path / "no-such-python"))
+    assert not plugin.ensure_engine()
+    assert type(plugin.dialogs["engine"]).__name__ == "EngineDialog"
+    assert plugin.dialogs["engine"].python == str(tmp_path / "no-such-python")
+    dialogs.append(plugin.dialogs["engine"])
+    actions["solarsegEngine"].trigger()  # the menu entry shows the same dialog
+    assert list(plugin.dialogs).count("engine") == 1
 
     assert qgis.utils.unloadPlugin(PLUGIN)
     flush_deletes()
     assert all(sip.isdeleted(d) for d in dialogs)
-
-
-def make_wheel(folder: Path, name: str = "solarseg_demo_pkg", version: str = "0.1") -> Path:
-    """A minimal pure-Python wheel (installable offline, no build step)."""
-    import zipfile
-
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": "VALUE = 42\n",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-        "Tag: py3-none-any\n",
-    }
-    record = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
-    wheel = folder / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as z:
-        for path, text in {**files, f"{dist}/RECORD": record}.items():
-            z.writestr(path, text)
-    return wheel
-
-
-def test_install_button_runs_pip_into_the_private_folder(qgis_app, tmp_path):
-    """The dialog's Install runs pip (QProcess) into the private folder, adds it to
-    sys.path and re-imports: here with a local wheel, since CI has no internet."""
-    from solar_seg_plugin import deps
-    from solar_seg_plugin.dialogs.deps_dialog import DependenciesDialog
-
-    from .conftest import wait_until
-
-    target = tmp_path / "solarseg_deps"
-    wheel = make_wheel(tmp_path)
-    dlg = DependenciesDialog({"solarseg_demo_pkg": "not installed"}, target=target)
-    dlg.command = [deps.python_executable(), "-m", "pip", "install", "--no-index", "--no-deps",
-                   "--target", str(target), str(wheel)]  # fmt: skip
-    try:
-        dlg.install_button.click()
-        wait_until(lambda: dlg.process is None, 120, "pip")
-        assert "exit code 0" in dlg.log.toPlainText(), dlg.log.toPlainText()
-        assert (target / "solarseg_demo_pkg" / "__init__.py").is_file()
-        assert str(target) == sys.path[-1]
-        assert dlg.problems == {}
-        import solarseg_demo_pkg
-
-        assert solarseg_demo_pkg.VALUE == 42
-    finally:
-        if str(target) in sys.path:
-            sys.path.remove(str(target))
-        sys.modules.pop("solarseg_demo_pkg", None)
-        dlg.deleteLater()

@@ -40,6 +40,11 @@ def wait_for_dialog(dlg, timeout: float = 180.0) -> None:
     wait_until(lambda: dlg.task is None, timeout, "the segmentation task")
 
 
+def wait_for_model(dlg, timeout: float = 120.0) -> None:
+    """The model's metadata is read by the engine process (``info``), asynchronously."""
+    wait_until(lambda: dlg.info_task is None and dlg.meta is not None, timeout, "model info")
+
+
 def test_refuses_missing_inputs(dialog):
     dialog.layer_combo.setLayer(None)
     assert not dialog.start()
@@ -53,6 +58,7 @@ def test_segment_haiti_outputs_on_source_grid(dialog, scenes, tiny_run, tmp_path
     source = add_layer(scenes / "rgbn_haiti_5m.tif")
     dialog.layer_combo.setLayer(source)
     dialog.model_edit.setText(str(tiny_run))
+    wait_for_model(dialog)
     assert dialog.bands_edit.text() == "4,3,2,8"  # pre-filled from the model
     assert dialog.threshold_spin.value() == pytest.approx(dialog.meta.threshold, abs=1e-3)
     dialog.bands_edit.setText("1,2,3,4")  # Haiti: R,G,B,NIR
@@ -91,23 +97,29 @@ def test_segment_haiti_outputs_on_source_grid(dialog, scenes, tiny_run, tmp_path
     again = SegmentDialog(None)
     again.layer_combo.setLayer(source)
     assert again.model_edit.text() == str(tiny_run)
+    wait_for_model(again)
     assert again.bands_edit.text() == "1,2,3,4"
+    again.shutdown()
     again.deleteLater()
 
 
 def test_landsat_three_bands_shows_band_error(dialog, scenes, tiny_run, tmp_path):
+    """The engine's check_segment refuses the mapping; its message is beside Bands."""
     source = add_layer(scenes / "landsat8_b2b3b4_foz_30m.tif")
     dialog.layer_combo.setLayer(source)
     dialog.model_edit.setText(str(tiny_run))
+    wait_for_model(dialog)
     dialog.out_edit.setText(str(tmp_path / "landsat"))
-    assert not dialog.start()
+    assert dialog.start()
+    wait_for_dialog(dialog)
     errors = visible_errors(dialog)
-    assert "bands" in errors
+    assert "bands" in errors, (dialog.status.text(), errors)
     assert "3 band(s)" in errors["bands"] and "8" in errors["bands"]
     dialog.bands_edit.setText("3,2,1")
-    assert not dialog.start()
-    assert "4 input band(s)" in visible_errors(dialog)["bands"]
-    assert dialog.task is None and not (tmp_path / "landsat" / "probability.tif").exists()
+    assert dialog.start()
+    wait_for_dialog(dialog)
+    assert "4 input(s)" in visible_errors(dialog)["bands"]
+    assert dialog.outcome is None and not (tmp_path / "landsat").exists()
 
 
 def test_engine_band_error_is_reported_not_raised(qgis_iface, scenes, tiny_run, tmp_path):

@@ -65,41 +65,46 @@ def test_loss_choices_are_the_engine_losses():
     assert sorted(LOSS_NAMES) == sorted(LOSSES)
 
 
+def refused_by_engine(dlg) -> dict[str, str]:
+    """Start: the engine's check_train refuses; its problems land beside the fields."""
+    assert dlg.start()
+    wait_until(lambda: dlg.task is None, 180, "the engine's check")
+    assert "refused" in dlg.status.text() and dlg.result is None
+    return dlg.form.errors()
+
+
 def test_refuses_invalid_settings_beside_the_fields(opened, solafune, tmp_path):
     dlg, _ = opened
-    fill(dlg, **{"data.path": "", "out_dir": str(tmp_path)})
-    assert not dlg.start()
-    assert "data.path" in dlg.form.errors()
-    assert "refused" in dlg.status.text()
-
-    fill(dlg, **{"data.path": str(solafune), "data.bands": "4,3,x"})
+    runs = tmp_path / "runs"
+    # Values: refused at once, in QGIS's process (pure-Python config check).
+    fill(dlg, **{"data.path": str(solafune), "data.bands": "4,3,x", "out_dir": str(runs)})
     assert not dlg.start()
     assert "data.bands" in dlg.form.errors()
-
-    fill(dlg, **{"data.bands": "4,3,2,13"})
-    assert not dlg.start()
-    assert "13" in dlg.form.errors()["data.bands"]
+    assert "refused" in dlg.status.text()
 
     fill(dlg, **{"data.bands": "4,3,2,8", "data.split.val": "0.7", "data.split.test": "0.5"})
     assert not dlg.start()
     errors = dlg.form.errors()
-    assert "data.split.val" in errors and "data.split.test" in errors
+    assert "data.split.val" in errors and dlg.task is None
 
-    fill(dlg, **{"data.split.val": "0.1", "data.split.test": "0.2", "data.limit": "3"})
-    assert not dlg.start()
-    assert "no val" in dlg.form.errors()["data.limit"]
-
-    fill(dlg, **{"data.limit": "40", "model.encoder": "no-such-encoder"})
-    assert not dlg.start()
-    assert "model.encoder" in dlg.form.errors()
-
-    fill(dlg, **{"model.encoder": "resnet18"})
+    # Dataset, bands, model and loss: refused by the engine process, all at once.
+    fill(dlg, **{"data.split.val": "0.1", "data.split.test": "0.2", "data.limit": "40",
+                 "data.bands": "4,3,2,13", "model.encoder": "no-such-encoder"})  # fmt: skip
     dlg.form.fields["loss.terms"].widget.add_term(
         {"name": "focal", "weight": 1, "params": {"beta": 2}}
     )
-    assert not dlg.start()
-    assert "beta" in dlg.form.errors()["loss.terms"]
-    assert dlg.task is None
+    errors = refused_by_engine(dlg)
+    assert "13" in errors["data.bands"]
+    assert "no-such-encoder" in errors["model.encoder"]
+    assert "beta" in errors["loss.terms"]
+
+    dlg.reset_defaults()
+    fill(dlg, **{"data.path": str(solafune), "data.limit": "3", "out_dir": str(runs)})
+    assert "no val" in refused_by_engine(dlg)["data.limit"]
+
+    fill(dlg, **{"data.path": "", "data.limit": ""})
+    assert "data.path" in refused_by_engine(dlg)
+    assert not runs.exists()  # nothing refused left a run folder
 
 
 def test_dataset_form_and_class_balance(opened, solafune):
@@ -162,7 +167,7 @@ def test_train_task_then_inspect_errors(opened, qgis_iface, solafune, tmp_path):
     assert analysis.result.metrics["iou"] == pytest.approx(result.metrics["test"]["iou"], abs=1e-9)
     tile_id, view = next(iter(analysis.views.items()))
     pred = analysis.predictions[view.index]
-    counts = confusion(pred.prob, pred.tile.mask, pred.tile.valid, analysis.threshold)
+    counts = confusion(pred.prob, pred.mask, pred.valid, analysis.threshold)
     import rasterio
 
     with rasterio.open(view.errors.source()) as src:
@@ -171,7 +176,7 @@ def test_train_task_then_inspect_errors(opened, qgis_iface, solafune, tmp_path):
         counts.tp, counts.fp, counts.fn, counts.tn
     ]  # fmt: skip
     assert np.array_equal(
-        np.where(pred.tile.valid, pred.tile.mask, 255), rasterio.open(view.truth.source()).read(1)
+        np.where(pred.valid, pred.mask, 255), rasterio.open(view.truth.source()).read(1)
     )
     analysis.close()
     inspect.deleteLater()

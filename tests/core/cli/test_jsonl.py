@@ -42,7 +42,9 @@ def test_user_error_is_one_event_and_status_2(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     (ev,) = events(out)
-    assert ev["event"] == "error" and ev["type"] == "ModelFileError"
+    # Both inputs are bad (the "raster" is a YAML file): both problems, keyed by field.
+    assert ev["event"] == "error" and ev["type"] == "ValidationError"
+    assert ev["field"] == "model" and [p["field"] for p in ev["problems"]] == ["model", "raster"]
     assert str(bad) in ev["message"] and "\n" not in ev["message"]
     assert err.strip().splitlines()[-1].startswith("error: ")
     assert not (tmp_path / "out").exists()

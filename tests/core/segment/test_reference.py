@@ -78,11 +78,17 @@ def test_reference_plants_csv_and_gpkg(scene, tmp_path):
 
 
 def test_reference_layer_errors_before_segmenting(scene, tmp_path):
-    from core.labels.vectors import LabelsError
+    from core.errors import UserError
     from core.segment import segment_raster
+    from core.segment.engine import check_segment
 
     raster, labels = scene
     opts = SegmentOptions(reference=ReferenceOptions(str(labels), group_field="nope"))
-    with pytest.raises(LabelsError, match="has no field 'nope'"):
+    problems, _ = check_segment(tmp_path / "no-model.pt", raster, tmp_path / "out", opts)
+    assert [p.field for p in problems] == ["model", "reference"]
+    assert problems[1].message.endswith(
+        "ref.gpkg: layer 'plants' has no field 'nope'; fields: ['name']"
+    )
+    with pytest.raises(UserError):
         segment_raster(tmp_path / "no-model.pt", raster, tmp_path / "out", opts)
     assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ import yaml
 
 from core.config import load_config
 from core.models.build import ModelMeta, build_model, read_model_file, save_model_file
+from core.training.checks import check_train
 from core.training.finetune import IncompatibleModelError
 from core.training.loop import train
 from tests.rasters import make_folder_dataset
@@ -98,3 +99,15 @@ def test_incompatible_model_is_one_clear_error_and_no_run_folder(start, over, sa
     msg = str(exc.value)
     assert msg.startswith(f"{root / 'start.pt'}: cannot start this run") and says in msg
     assert "\n" not in msg and not out.exists()
+    # The one check of a run's inputs (train --check, the Train dialog) reports it too.
+    problems = check_train(cfg)
+    assert [p.field for p in problems] == ["model.init_from"] and problems[0].message == msg
+    assert cfg.data.bands in (None, [4, 3, 2, 1])  # the check filled nothing in
+
+
+def test_missing_start_model_is_a_problem_of_init_from(start):
+    root, data = start
+    cfg = config(root, data, **{"model.init_from": str(root / "nope.pt")})
+    problems = check_train(cfg)
+    assert [p.field for p in problems] == ["model.init_from"]
+    assert problems[0].message == f"{root / 'nope.pt'}: model file not found"
