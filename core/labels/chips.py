@@ -52,7 +52,16 @@ from ..data.discovery import RASTER_SUFFIXES
 from ..data.rasters import RasterError, open_raster, reading, valid_mask
 from ..errors import InputError, MissingInputError, UserError
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
-from .vectors import LabelLayer, RasterGrid, crs_name, fmt_extent, group_plants
+from .vectors import (
+    LabelLayer,
+    Plants,
+    Polygon,
+    RasterGrid,
+    burn_plants,
+    crs_name,
+    fmt_extent,
+    group_plants,
+)
 
 MANIFEST_FIELDS = ["id", "image", "mask", "group", "source", "window_col", "window_row",
                    "window_width", "window_height", "positive_pixels", "valid_pixels",
@@ -247,8 +256,8 @@ def make_chips(
     progress(Progress("chips", 0.0, f"reading polygons of {layer.path.name}"))
 
     # Polygons near each raster (envelope test in the layer's CRS).
-    near: list[list] = []
-    by_fid: dict[int, object] = {}
+    near: list[list[Polygon]] = []
+    by_fid: dict[int, Polygon] = {}
     for g in grids:
         polys = layer.polygons_near(g)
         near.append(polys)
@@ -259,8 +268,6 @@ def make_chips(
     plants = group_plants(list(by_fid.values()), by_field=s.group_field is not None)
 
     # Pass 1: rasterise, list windows, score validity and plant pixels.
-    from .vectors import burn_plants
-
     candidates: list[_Window] = []
     invalid_dropped = 0
     for i, (p, g) in enumerate(zip(paths, grids, strict=True)):
@@ -331,7 +338,9 @@ def make_chips(
     return result
 
 
-def _refuse_no_overlap(layer: LabelLayer, grids, paths, polygons: int = 0) -> None:
+def _refuse_no_overlap(
+    layer: LabelLayer, grids: list[RasterGrid], paths: list[Path], polygons: int = 0
+) -> None:
     name = crs_name(layer.srs)
     extents = "; ".join(
         f"{p.name} {fmt_extent(layer.grid_bounds(g))}"
@@ -378,13 +387,23 @@ def _split_groups(positive: list[_Window], names: list[str]) -> dict[int, str]:
     return out
 
 
-def _write_tiles(chosen, paths, grids, near, plants, srs, s, staging, group_of, progress, cancel):
+def _write_tiles(
+    chosen: list[_Window],
+    paths: list[Path],
+    grids: list[RasterGrid],
+    near: list[list[Polygon]],
+    plants: Plants,
+    srs: object,
+    s: ChipSettings,
+    staging: Path,
+    group_of: dict[int, str],
+    progress: ProgressFn,
+    cancel: CancelFn,
+) -> list[dict]:
     """Write the chosen tiles into ``staging``; return their manifest rows."""
     import rasterio
     from rasterio.windows import Window
     from rasterio.windows import transform as window_transform
-
-    from .vectors import burn_plants
 
     (staging / "images").mkdir(parents=True)
     (staging / "masks").mkdir()

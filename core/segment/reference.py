@@ -30,7 +30,15 @@ from ..evaluation.plants import (
     pixel_areas_m2,
     write_plants_csv,
 )
-from ..labels.vectors import LabelLayer, RasterGrid, burn_plants, group_plants, srs_of
+from ..labels.vectors import (
+    LabelLayer,
+    Plants,
+    Polygon,
+    RasterGrid,
+    burn_plants,
+    group_plants,
+    srs_of,
+)
 from .options import ReferenceOptions
 from .polygons import _scratch_gpkg, area_function
 
@@ -77,7 +85,17 @@ def score_scene(
     return result
 
 
-def _write_gpkg(path, grid, layer, polygons, plants, result, false_objects) -> None:
+def _write_gpkg(
+    path: str | Path,
+    grid: RasterGrid,
+    layer: LabelLayer,
+    polygons: list[Polygon],
+    plants: Plants,
+    result: PlantMetrics,
+    false_objects: np.ndarray,
+) -> None:
+    """plants.gpkg: the reference polygons with their plant's result, and the false
+    detections as polygons (built under a scratch .gpkg name, renamed at the end)."""
     from osgeo import gdal, ogr, osr
 
     target = srs_of(grid.crs_wkt)
