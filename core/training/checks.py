@@ -46,10 +46,13 @@ def _init_problems(cfg: RunConfig) -> list[Problem]:
 
     if not cfg.model.init_from:
         return []
+    filled = copy.deepcopy(cfg)
     try:
-        load_init_model(copy.deepcopy(cfg))
+        load_init_model(filled)
     except UserError as exc:
         return [Problem("model.init_from", str(exc), exc)]
+    if cfg.data.bands is None:  # the model's bands will be read: does the data have them?
+        return [p for p in _dataset_problems(filled) if p.field == "data.bands"]
     return []
 
 

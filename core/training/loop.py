@@ -199,9 +199,9 @@ def train(
         run_dir = Path(resume)
         cfg = runs.load_run_config(run_dir)
     else:
-        init = load_init_model(cfg)
         # Every refused setting is reported before the run folder exists.
         raise_problems(check_train(cfg))
+        init = load_init_model(cfg)  # checked above; fills data.bands from the model
         run_dir = runs.new_run_dir(cfg)
     seed_everything(cfg.train.seed)
     if cfg.train.threads:

@@ -105,6 +105,14 @@ def test_incompatible_model_is_one_clear_error_and_no_run_folder(start, over, sa
     assert cfg.data.bands in (None, [4, 3, 2, 1])  # the check filled nothing in
 
 
+def test_model_bands_missing_from_the_data_are_a_problem(start, tmp_path):
+    root, _ = start
+    three = make_folder_dataset(tmp_path / "three", n=6, size=24, bands=3)
+    problems = check_train(config(root, three))
+    assert [p.field for p in problems] == ["data.bands"]
+    assert "has 3 band(s) but bands [1, 2, 3, 4] were asked for" in problems[0].message
+
+
 def test_missing_start_model_is_a_problem_of_init_from(start):
     root, data = start
     cfg = config(root, data, **{"model.init_from": str(root / "nope.pt")})
