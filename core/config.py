@@ -71,6 +71,13 @@ class ModelConfig:
     # Extra keyword arguments of the smp architecture, e.g. {encoder_depth: 4,
     # decoder_channels: [128, 64, 32, 16]} (then data.pad_multiple can be 16).
     params: dict[str, Any] = field(default_factory=dict)
+    # Fine-tuning: start from the weights of this model file (or run folder). Its
+    # architecture, encoder, params and upscale must match these settings; data.bands
+    # defaults to its bands (and must equal them when set). See core.training.finetune.
+    init_from: str | None = None
+    # Normalisation when starting from a model: "model" keeps the starting model's
+    # mean/std (what its weights expect), "data" recomputes them on the training split.
+    init_normalisation: str = "model"
 
 
 @dataclass
@@ -392,6 +399,11 @@ def config_problems(cfg: RunConfig) -> list[Problem]:
     s = cfg.data.split
     if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
         refuse("data.split.val", "data.split.val and data.split.test must be in [0,1) and sum < 1")
+    if cfg.model.init_normalisation not in ("model", "data"):
+        refuse(
+            "model.init_normalisation",
+            f"model.init_normalisation must be model or data, got {cfg.model.init_normalisation!r}",
+        )
     if cfg.optim.optimizer not in ("adam", "adamw"):
         refuse(
             "optim.optimizer",

@@ -26,6 +26,22 @@ def print_progress(p: Progress) -> None:
     print(f"[{p.stage}] {p.fraction:6.1%} {p.message}", file=sys.stderr, flush=True)
 
 
+def throttled_progress(every_s: float = 5.0) -> ProgressFn:
+    """:func:`print_progress` at most once per ``every_s`` seconds, plus every stage
+    change and the end (per-tile reports would flood the terminal)."""
+    import time
+
+    last: dict[str, Any] = {"stage": None, "t": 0.0}
+
+    def show(p: Progress) -> None:
+        now = time.monotonic()
+        if p.stage != last["stage"] or p.fraction >= 1.0 or now - last["t"] >= every_s:
+            print_progress(p)
+            last["stage"], last["t"] = p.stage, now
+
+    return show
+
+
 class Session:
     """One command's channel to its caller.
 

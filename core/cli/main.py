@@ -1,6 +1,6 @@
 """Command line of the engine: ``python -m core COMMAND ...``.
 
-Commands: stats, train, evaluate, compare, baseline, segment, export-onnx, info,
+Commands: stats, chips, train, evaluate, compare, baseline, segment, export-onnx, info,
 predict-split, doctor. ``train --check`` and ``segment --check`` only validate their
 inputs. Errors
 in the input (bad files, bad settings) print one clear line and exit with status 2.
@@ -25,6 +25,7 @@ from .common import Session
 def build_parser() -> argparse.ArgumentParser:
     from .analysis import add_inspect_commands
     from .doctor import add_doctor_command
+    from .labels import add_labels_commands
     from .segment import add_segment_commands
     from .stats import add_stats_command
     from .training import add_train_commands
@@ -35,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="machine-readable: progress, result and errors as JSON lines on stdout",
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
-    for register in (add_stats_command, add_train_commands, add_segment_commands,
-                     add_inspect_commands, add_doctor_command):  # fmt: skip
+    for register in (add_stats_command, add_labels_commands, add_train_commands,
+                     add_segment_commands, add_inspect_commands, add_doctor_command):  # fmt: skip
         register(sub)
     return parser
 

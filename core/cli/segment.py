@@ -45,6 +45,14 @@ def _progress_printer():
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from ..segment.engine import SegmentOptions, check_segment, segment_raster
+    from ..segment.options import ReferenceOptions
+
+    reference = None
+    if args.reference:
+        reference = ReferenceOptions(
+            args.reference, args.reference_layer, args.reference_where,
+            args.reference_field, args.all_touched,
+        )  # fmt: skip
 
     options = SegmentOptions(
         tile_size=args.tile,
@@ -59,6 +67,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         min_area_m2=args.min_area,
         tta=args.tta,
         overwrite=args.overwrite,
+        reference=reference,
     )
     session = args.session
     if args.check:
@@ -74,6 +83,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for path in result.outputs:
         print(f"wrote {path}")
     print(result.summary())
+    if result.plants_text:
+        print(result.plants_text)
     return 0
 
 
@@ -113,7 +124,7 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``segment`` and ``export-onnx`` on ``python -m core``'s subparsers."""
     p = subparsers.add_parser(
         "segment",
-        help="segment a whole raster: probability.tif, mask.tif [, panels.gpkg]",
+        help="segment a whole raster: probability.tif, mask.tif [, panels.gpkg, plants.*]",
         description="Segment a raster of any size with a model (run folder, .pt model "
         "file or .onnx file) and write probability.tif, mask.tif and, with --polygons, "
         "panels.gpkg into the output folder, on the raster's own grid.",
@@ -150,6 +161,20 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
         "--check", action="store_true",
         help="only check model, raster, bands and options (every problem, nothing written)",
     )  # fmt: skip
+    p.add_argument(
+        "--reference", default=None, metavar="POLYGONS",
+        help="reference plant polygons: also write plants.csv and plants.gpkg (found/missed "
+        "plants, false detections)",
+    )  # fmt: skip
+    p.add_argument("--reference-layer", default=None, help="layer of --reference")
+    p.add_argument("--reference-where", default=None, help="attribute filter of --reference")
+    p.add_argument(
+        "--reference-field", default=None,
+        help="field naming the plant (default: touching polygons form one plant)",
+    )  # fmt: skip
+    p.add_argument(
+        "--all-touched", action="store_true", help="reference plants: burn every touched pixel"
+    )
     p.set_defaults(func=cmd_segment)
 
     i = subparsers.add_parser(

@@ -74,21 +74,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model_path = resolve_model_path(args.model)
     out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
+    plants_csv = args.plants_csv or model_path.parent / f"evaluate_{args.split}_plants.csv"
     session = args.session
     result = evaluate(
         model_path, args.dataset, args.split, args.threshold,
         progress=session.progress(lambda _: None), cancel=session.cancel, out_csv=out_csv,
-        device=args.device, tta=args.tta,
+        device=args.device, tta=args.tta, plants_csv=plants_csv,
     )  # fmt: skip
     m = {k: result.metrics.get(k) for k in METRIC_KEYS}
+    m["plants"] = result.plants.summary() if result.plants else None
     session.result({"metrics": m, "threshold": result.metrics.get("threshold"),
-                    "tiles": len(result.rows), "per_image_csv": str(out_csv)})  # fmt: skip
+                    "tiles": len(result.rows), "per_image_csv": str(out_csv),
+                    "plants_csv": str(plants_csv)})  # fmt: skip
     if args.json:
         print(json.dumps(m))
     else:
         print(f"model {model_path}\nsplit {args.split} ({len(result.rows)} tiles)")
         print(format_metrics(m))
+        if result.plants is not None:
+            print(result.plants.text())
         print(f"per-image table: {out_csv}")
+        print(f"per-plant table: {plants_csv}")
     return 0
 
 
@@ -154,6 +160,10 @@ def add_train_commands(sub) -> None:
     )
     p.add_argument("--threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--csv", type=Path, default=None, help="per-image CSV path")
+    p.add_argument(
+        "--plants-csv", type=Path, default=None,
+        help="per-plant CSV path (default: evaluate_<split>_plants.csv beside the model)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument(
         "--tta", action=argparse.BooleanOptionalAction, default=None,

@@ -28,6 +28,7 @@ from ..errors import InputError
 from ..io import atomic_write_text
 from ..models.build import ModelMeta, load_model, min_input_side, resolve_device
 from ..progress import CancelFn, ProgressFn, never_cancel, no_progress
+from .plants import plants_of_predictions, write_plants_csv
 from .predict import iter_native_probabilities
 from .scoring import EvalResult, evaluate_predictions, is_blank  # noqa: F401 (public here too)
 
@@ -196,9 +197,12 @@ def evaluate(
     cancel: CancelFn = never_cancel,
     out_csv: str | Path | None = None,
     device: str = "auto",
+    plants_csv: str | Path | None = None,
     tta: bool | None = None,
 ) -> EvalResult:
-    """Metrics of a saved model on a split, at its stored threshold unless given.
+    """Metrics of a saved model on a split, at its stored threshold unless given:
+    pixel metrics and plant-level results (``result.plants``; one row per plant in
+    ``plants_csv`` when given).
 
     ``dataset_path`` None (or the model's training dataset): the split of training,
     reproduced with the stored ``data.limit`` and split settings and verified against
@@ -214,6 +218,10 @@ def evaluate(
     skip = config_of_model(meta).data.skip_blank_in_metrics
     threshold = meta.threshold if threshold is None else threshold
     result = evaluate_predictions(preds, threshold, skip)
+    # Plants over every tile of the split (a blank tile can hold false detections).
+    result.plants = plants_of_predictions(preds, threshold)
     if out_csv is not None:
         write_per_image_csv(result.rows, out_csv)
+    if plants_csv is not None and result.plants is not None:
+        write_plants_csv(result.plants, plants_csv)
     return result

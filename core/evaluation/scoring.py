@@ -32,6 +32,9 @@ class EvalResult:
     threshold: float
     rows: list[dict] = field(default_factory=list)
     scan: ThresholdScan | None = None
+    # Plant-level results (:mod:`.plants`), filled by ``evaluate`` and the run record:
+    # they need each tile's georeferencing, which a bare prediction does not carry.
+    plants: Any = None
 
 
 def is_blank(t: Any) -> bool:

@@ -15,6 +15,8 @@ Pipeline (see :func:`segment_raster`):
    to the probability and mask GeoTIFFs and dropped. Peak memory is set by the tile size,
    batch size and raster *width*, never by its height.
 5. Optionally, polygons of the mask go to a GeoPackage.
+6. Optionally (``reference``), the mask is matched with reference polygons plant by
+   plant: ``plants.csv`` and ``plants.gpkg`` (:mod:`core.segment.reference`).
 
 Outputs live under temporary names until everything succeeded; a failure or a cancel
 removes them.
@@ -48,8 +50,9 @@ from ..models.meta import ModelMeta, min_input_side
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from .backends import Backend, load_backend, read_meta
 from .blend import StripBlender
-from .options import SegmentOptions
+from .options import ReferenceOptions, SegmentOptions  # noqa: F401 (public here too)
 from .polygons import polygonize_mask, raster_area_m2
+from .reference import PLANTS_CSV, PLANTS_GPKG, open_reference, score_scene
 from .resample import downscale_mean, upscale_bicubic
 from .windows import Window, WindowGrid, pad_to_tile
 from .writers import (
@@ -92,11 +95,17 @@ class SegmentResult:
     overlap: int
     backend: str
     timings: dict[str, float] = field(default_factory=dict)
+    # With reference polygons: the plant tables and the plant-level summary.
+    plants_csv_path: Path | None = None
+    plants_gpkg_path: Path | None = None
+    plants: dict[str, Any] | None = None
+    plants_text: str = ""
 
     @property
     def outputs(self) -> list[Path]:
         paths = [self.probability_path, self.mask_path]
-        return paths + ([self.polygons_path] if self.polygons_path else [])
+        paths += [self.polygons_path] if self.polygons_path else []
+        return paths + [p for p in (self.plants_csv_path, self.plants_gpkg_path) if p]
 
     def summary(self) -> str:
         """One line: pixels, windows, time, speed, panels and their area."""
@@ -399,12 +408,18 @@ def check_segment(
             _plan(Path(raster_path), meta, options)
     except UserError as exc:
         problems.append(Problem.of("raster", exc))
+    if options.reference is not None:
+        try:
+            open_reference(options.reference)  # file, layer, CRS, field and filter
+        except UserError as exc:
+            problems.append(Problem("reference", str(exc), exc))
     return problems, meta
 
 
 def _final_paths(out_dir: Path, options: SegmentOptions) -> list[Path]:
     paths = [out_dir / PROBABILITY_FILENAME, out_dir / MASK_FILENAME]
-    return paths + ([out_dir / POLYGONS_FILENAME] if options.polygons else [])
+    paths += [out_dir / POLYGONS_FILENAME] if options.polygons else []
+    return paths + ([out_dir / PLANTS_CSV, out_dir / PLANTS_GPKG] if options.reference else [])
 
 
 def segment_with_backend(
@@ -454,6 +469,11 @@ def segment_with_backend(
             )
             panels, polygon_area_m2, polygons_path = summary.count, summary.area_m2, finals[2]
             timings["polygons_s"] = time.perf_counter() - t0 - timings["windows_s"]
+        plants = None
+        if options.reference is not None:
+            check_cancel(cancel)
+            progress(Progress("plants", 1.0, "matching the reference plants"))
+            plants = score_scene(tmps[1], options.reference, tmps[-2], tmps[-1], raster_path.name)
     seconds = time.perf_counter() - t0
     timings["total_s"] = seconds
     g = plan.grid
@@ -482,4 +502,8 @@ def segment_with_backend(
         overlap=plan.overlap,
         backend=backend.name,
         timings=timings,
+        plants_csv_path=finals[-2] if plants is not None else None,
+        plants_gpkg_path=finals[-1] if plants is not None else None,
+        plants=plants.summary() if plants is not None else None,
+        plants_text=plants.text() if plants is not None else "",
     )

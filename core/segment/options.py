@@ -15,6 +15,19 @@ PROBABILITY_DTYPES = ("float32", "uint8")
 
 
 @dataclass
+class ReferenceOptions:
+    """Reference polygons for plant-level results (``segment --reference``): the file,
+    its layer, an attribute filter, the field naming the plant (None: touching polygons
+    form one plant) and the pixel rule (pixel centre, or all touched)."""
+
+    path: str
+    layer: str | None = None
+    where: str | None = None
+    group_field: str | None = None
+    all_touched: bool = False
+
+
+@dataclass
 class SegmentOptions:
     """How to segment. ``None`` means "the model's value" (tile size, overlap and
     threshold are stored in the model file / ONNX metadata; 256, 64 and 0.5 unless
@@ -34,6 +47,8 @@ class SegmentOptions:
     min_area_m2: float = 0.0
     tta: bool = False  # flip test-time augmentation (4 passes, averaged)
     overwrite: bool = False
+    # Reference polygons: plant-level results in plants.csv / plants.gpkg.
+    reference: ReferenceOptions | None = None
 
     def problems(self) -> list[Problem]:
         """Option values that cannot work, keyed by option name."""

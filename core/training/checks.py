@@ -32,7 +32,28 @@ def check_train(cfg: RunConfig) -> list[Problem]:
     problems += _device_problems(cfg.train.device)
     problems += _loss_problems(cfg)
     problems += _model_problems(cfg)
+    problems += _init_problems(cfg)
     return problems
+
+
+def _init_problems(cfg: RunConfig) -> list[Problem]:
+    """A starting model (``model.init_from``) that is missing, unreadable or builds
+    another network (:func:`~core.training.finetune.load_init_model`; on a copy, so the
+    check does not fill ``data.bands``)."""
+    import copy
+
+    from .finetune import load_init_model
+
+    if not cfg.model.init_from:
+        return []
+    filled = copy.deepcopy(cfg)
+    try:
+        load_init_model(filled)
+    except UserError as exc:
+        return [Problem("model.init_from", str(exc), exc)]
+    if cfg.data.bands is None:  # the model's bands will be read: does the data have them?
+        return [p for p in _dataset_problems(filled) if p.field == "data.bands"]
+    return []
 
 
 def _dataset_problems(cfg: RunConfig) -> list[Problem]:

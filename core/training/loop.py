@@ -40,6 +40,7 @@ from ..models.build import (
 from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
 from . import runs
 from .checks import check_train
+from .finetune import load_init_model, load_weights, starting_stats
 from .losses import build_loss
 
 SPLITS = ("train", "val", "test")
@@ -189,14 +190,18 @@ def train(
     """Train a model as configured and write a complete run folder.
 
     With ``resume`` (a run folder with ``checkpoint.pt``), the run continues from its
-    last finished epoch with the config, split and history it had.
+    last finished epoch with the config, split and history it had. With
+    ``model.init_from`` the network starts from that model file's weights
+    (:mod:`core.training.finetune`; checked before the run folder is created).
     """
+    init = None
     if resume is not None:
         run_dir = Path(resume)
         cfg = runs.load_run_config(run_dir)
     else:
         # Every refused setting is reported before the run folder exists.
         raise_problems(check_train(cfg))
+        init = load_init_model(cfg)  # checked above; fills data.bands from the model
         run_dir = runs.new_run_dir(cfg)
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
@@ -209,6 +214,9 @@ def train(
         stats = BandStats.load(run_dir / "stats.json")
     else:
         pairs, stats, data_info = prepare_data(cfg)
+        stats = starting_stats(stats, init, cfg.model.init_normalisation)
+        if init is not None:
+            runs.write_json(run_dir / "init_from.json", init.record())
         save_config(cfg, run_dir / "config.yaml")
         write_manifest(pairs, run_dir / "split.csv")
         stats.save(run_dir / "stats.json")
@@ -234,6 +242,8 @@ def train(
     model = build_model(
         cfg.model.arch, cfg.model.encoder, in_ch, cfg.model.encoder_weights, cfg.model.params
     )
+    if init is not None:
+        load_weights(model, init)
     model.to(device)
     loss_fn = build_loss(cfg.loss.terms)
     opt_cls = torch.optim.AdamW if cfg.optim.optimizer == "adamw" else torch.optim.Adam

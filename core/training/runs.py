@@ -4,8 +4,9 @@ A run folder holds: ``config.yaml`` (feed it back to reproduce the run),
 ``split.csv`` (the split as a manifest), ``stats.json`` (normalisation),
 ``dataset.json`` (form and class balance), ``history.csv``, ``model.pt`` (best,
 self-describing), ``checkpoint.pt`` (last epoch, for resume), ``metrics.json``,
-``threshold_scan.csv``, ``per_image_<split>.csv``, ``plots/*.png`` and ``run.json``
-(status). Every file is written atomically.
+``threshold_scan.csv``, ``per_image_<split>.csv``, ``plants_<split>.csv`` (plant-level
+results, :mod:`core.evaluation.plants`; their summary is in ``metrics.json``),
+``plots/*.png`` and ``run.json`` (status). Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..evaluation.evaluate import (
     write_per_image_csv,
 )
 from ..evaluation.metrics import ThresholdScan
+from ..evaluation.plants import plants_of_predictions, write_plants_csv
 from ..io import atomic_path, atomic_write_text
 from ..models.build import MODEL_FILENAME, load_model, save_model_file
 from ..progress import CancelFn, Progress, ProgressFn
@@ -114,13 +116,18 @@ def finish_run(
     scans = {s: evaluate_predictions(p, 0.5, skip, scan=True).scan for s, p in preds.items()}
     threshold, _ = scans["val"].best("iou")
     results = {s: evaluate_predictions(p, threshold, skip) for s, p in preds.items()}
+    for s, r in results.items():
+        r.plants = plants_of_predictions(preds[s], threshold)
     metrics = {s: r.metrics for s, r in results.items()}
+    plants = {s: r.plants.summary() for s, r in results.items() if r.plants is not None}
     at_thresholds = {
         s: {str(t): scans[s].counts(t).metrics(json_safe=True) for t in cfg.train.report_thresholds}
         for s in scans
     }
     for s, r in results.items():
         write_per_image_csv(r.rows, run_dir / f"per_image_{s}.csv")
+        if r.plants is not None:
+            write_plants_csv(r.plants, run_dir / f"plants_{s}.csv")
     _write_scan_csv(run_dir / "threshold_scan.csv", scans)
     meta.threshold = float(threshold)
     meta.metrics = metrics
@@ -133,6 +140,7 @@ def finish_run(
             "status": status,
             "splits": metrics,
             "at_thresholds": at_thresholds,
+            "plants": plants,
         },  # fmt: skip
     )
     make_plots(run_dir, scans, results, threshold)

@@ -76,6 +76,11 @@ def test_split_all_on_another_dataset_scores_every_tile(tiny_run, other_pairs, t
     assert sum(int(r["valid_pixels"]) for r in rows) == valid
     m = json.loads(out.stdout)
     assert m["tp"] + m["fp"] + m["fn"] + m["tn"] == valid
+    plants = m["plants"]  # plant-level results beside the pixel metrics
+    assert plants["found"] + plants["missed"] == plants["plants"] > 0
+    plant_rows = list(csv.DictReader((tiny_run.run_dir / "evaluate_all_plants.csv").open()))
+    assert len(plant_rows) == plants["plants"]
+    assert sum(int(r["reference_pixels"]) for r in plant_rows) == m["tp"] + m["fn"]
 
 
 def test_split_test_on_another_dataset_uses_its_seeded_split_without_limit(

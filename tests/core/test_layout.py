@@ -73,7 +73,7 @@ def test_cycle_detector_sees_a_cycle():
 
 
 def test_folders_show_the_architecture():
-    for package in ("cli", "data", "models", "training", "evaluation", "segment"):
+    for package in ("cli", "data", "labels", "models", "training", "evaluation", "segment"):
         assert (CORE / package / "__init__.py").is_file(), package
-    for sub in ("stats", "training", "segment"):
+    for sub in ("stats", "labels", "training", "segment"):
         assert "core.cli.main" not in imports_of(CORE / "cli" / f"{sub}.py"), sub
