@@ -7,8 +7,8 @@ import dataclasses
 
 
 def cmd_chips(args: argparse.Namespace) -> int:
-    from ..labels.chips import ChipSettings, make_chips
-    from .common import throttled_progress
+    from ..labels.chips import ChipSettings, check_chips, make_chips
+    from .common import report_checked, throttled_progress
 
     settings = ChipSettings(
         tile=args.tile,
@@ -23,6 +23,8 @@ def cmd_chips(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     session = args.session
+    if args.check:
+        return report_checked(session, check_chips(args.rasters, args.labels, args.out, settings))
     result = make_chips(
         args.rasters, args.labels, args.out, settings,
         session.progress(throttled_progress()), session.cancel,
@@ -68,4 +70,9 @@ def add_labels_commands(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--overwrite", action="store_true", help="replace a dataset in --out")
+    p.add_argument(
+        "--check", action="store_true",
+        help="only check rasters, polygons, filter, field, settings and the output folder "
+        "(every problem, nothing written)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_chips)

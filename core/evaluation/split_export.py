@@ -6,6 +6,10 @@ cancelled or failed run leaves the previous folder (or none) as it was. A folder
 exists but is not a predict-split folder is refused, never replaced. With ``reuse``,
 a folder already holding this model file (same size and modification time), split,
 dataset, TTA setting and display bands is kept as it is, without inference.
+
+Beside the tiles the folder holds ``plants.csv``: the split's plants at the model's
+threshold (:func:`.plants.write_plants_csv`, missed first), named by ``plants_csv`` in
+the index, with the plant totals as ``plants``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ from ..models.meta import display_bands, resolve_model_path
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from . import split_files
 from .evaluate import config_of_model, predict_split
+from .plants import plants_of_predictions, write_plants_csv
 from .scoring import evaluate_predictions
+
+PLANTS_CSV = "plants.csv"
 
 # Share of the progress bar for inference; the rest is writing the tile files.
 PREDICT_SHARE = 0.9
@@ -55,6 +62,8 @@ def reusable(out_dir: Path, request: dict[str, Any]) -> dict[str, Any] | None:
     if any(index.get(k) != v for k, v in request.items()):
         return None
     if not all((out_dir / t["file"]).is_file() for t in index["tiles"]):
+        return None
+    if not (out_dir / index.get("plants_csv", PLANTS_CSV)).is_file():  # an older folder
         return None
     return index
 
@@ -111,6 +120,7 @@ def write_split(
         raise InputError(f"give exactly three display bands, got {rgb}", field="rgb")
     skip_blank = bool(cfg.data.skip_blank_in_metrics)
     result = evaluate_predictions(preds, meta.threshold, skip_blank)
+    plants = plants_of_predictions(preds, meta.threshold)
     tmp = out_dir.parent / f".{out_dir.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
     tiles = []
     try:
@@ -131,6 +141,7 @@ def write_split(
                           "crs_wkt": wkt, "geotransform": transform})  # fmt: skip
             frac = PREDICT_SHARE + (1 - PREDICT_SHARE) * (i + 1) / len(preds)
             progress(Progress("write", frac, f"{i + 1}/{len(preds)} tiles written"))
+        write_plants_csv(plants, tmp / PLANTS_CSV)
         index = {
             "format": split_files.FORMAT,
             "version": split_files.VERSION,
@@ -143,6 +154,8 @@ def write_split(
             "arch": meta.arch,
             "encoder": meta.encoder,
             "metrics": result.metrics,
+            "plants": plants.summary(),
+            "plants_csv": PLANTS_CSV,
             "tiles": tiles,
         }
         split_files.write_index(tmp, index)

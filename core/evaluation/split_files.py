@@ -4,8 +4,10 @@ A folder holds ``index.json`` and ``tiles/NNNNN.npz`` (one per tile, in split or
 
     index.json   format, version, model, model_stamp (size, mtime_ns), dataset, split,
                  tta, threshold (the model's), skip_blank, rgb_bands, metrics (the
-                 engine's, at that threshold), tiles: [{id, file, height, width,
-                 crs_wkt (or null: no CRS), geotransform (GDAL order)}]
+                 engine's, at that threshold), plants (plant totals at that
+                 threshold), plants_csv ("plants.csv": one row per plant, missed
+                 first), tiles: [{id, file, height, width, crs_wkt (or null: no
+                 CRS), geotransform (GDAL order)}]
     NNNNN.npz    prob float32 (H, W): the probabilities exactly as the engine scored
                  them (float32, so counts at any threshold equal the engine's);
                  mask uint8 (H, W) 0/1; valid bool (H, W);
@@ -121,3 +123,28 @@ def load_tiles(folder: str | Path, index: dict[str, Any] | None = None) -> list[
             )  # fmt: skip
         )
     return tiles
+
+
+# Columns of plants.csv read as numbers (the rest stay text).
+PLANT_INTS = ("found", "reference_pixels", "predicted_pixels", "covered_pixels")
+PLANT_FLOATS = ("coverage", "iou", "reference_ha", "predicted_ha")
+
+
+def read_plants(folder: str | Path, index: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the folder's ``plants.csv`` (in file order: missed first), typed;
+    [] for a folder written before plants were counted."""
+    import csv
+
+    name = index.get("plants_csv")
+    path = Path(folder) / name if name else None
+    if path is None or not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in PLANT_INTS:
+            row[key] = int(row[key])
+        for key in PLANT_FLOATS:
+            row[key] = float(row[key])
+        row["found"] = bool(row["found"])
+    return rows

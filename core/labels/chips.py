@@ -50,7 +50,7 @@ import numpy as np
 
 from ..data.discovery import RASTER_SUFFIXES
 from ..data.rasters import RasterError, open_raster, reading, valid_mask
-from ..errors import InputError, MissingInputError, UserError
+from ..errors import InputError, MissingInputError, Problem, UserError, raise_problems
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from .vectors import (
     LabelLayer,
@@ -88,20 +88,28 @@ class ChipSettings:
     seed: int = 42
     overwrite: bool = False
 
-    def check(self) -> None:
+    def problems(self) -> list[Problem]:
+        """Every refused value, keyed by its option (``tile``, ``stride``...)."""
+        out = []
         if self.tile < 1:
-            raise InputError(f"tile size must be >= 1 pixel, got {self.tile}", field="tile")
+            out.append(Problem("tile", f"tile size must be >= 1 pixel, got {self.tile}"))
         if self.stride is not None and self.stride < 1:
-            raise InputError(f"stride must be >= 1 pixel, got {self.stride}", field="stride")
+            out.append(Problem("stride", f"stride must be >= 1 pixel, got {self.stride}"))
         if not 0.0 <= self.min_valid <= 1.0:
-            raise InputError(
-                f"minimum valid share must be in [0, 1], got {self.min_valid}", field="min_valid"
-            )
+            out.append(Problem(
+                "min_valid", f"minimum valid share must be in [0, 1], got {self.min_valid}"
+            ))  # fmt: skip
         if self.keep_background is not None and self.keep_background < 0:
-            raise InputError(
+            out.append(Problem(
+                "keep_background",
                 f"background tiles to keep must be >= 0, got {self.keep_background}",
-                field="keep_background",
-            )
+            ))  # fmt: skip
+        return out
+
+    def check(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise InputError(problems[0].message, field=problems[0].field)
 
 
 @dataclass
@@ -205,6 +213,75 @@ def _unique_stems(paths: list[Path]) -> list[str]:
     return out
 
 
+def check_chips(
+    rasters: list[str | Path],
+    labels: str | Path,
+    out_dir: str | Path,
+    settings: ChipSettings | None = None,
+) -> list[Problem]:
+    """The one check of ``chips``' inputs (CLI ``--check``, the Create Training Data
+    dialog and Processing): every problem keyed by its option (``rasters``, ``labels``,
+    ``layer``, ``where``, ``group_field``, ``out``, ``tile``, ``stride``, ``min_valid``,
+    ``keep_background``), without writing anything. The polygons' overlap with the
+    rasters is checked on envelopes here; a polygon that covers no pixel centre is
+    found (and refused) while the tiles are cut."""
+    s = settings or ChipSettings()
+    problems = s.problems()
+    out_dir = Path(out_dir) if out_dir else None
+    if out_dir is None:
+        problems.append(Problem("out", "choose an output folder"))
+    elif out_dir.exists() and not out_dir.is_dir():
+        problems.append(Problem("out", f"{out_dir}: output exists and is not a folder"))
+    else:
+        existing = _dataset_entries(out_dir) if out_dir.is_dir() else []
+        if existing and not s.overwrite:
+            err = OutputExistsError(
+                f"{out_dir}: already holds a dataset ({', '.join(p.name for p in existing)}); "
+                "choose another folder or overwrite",
+                field="out",
+            )
+            problems.append(Problem.of("out", err))
+    paths: list[Path] = []
+    grids: list[RasterGrid] = []
+    try:
+        paths = list_rasters(rasters)
+        counts = []
+        for p in paths:
+            g, c = _grid_of(p)
+            grids.append(g)
+            counts.append(c)
+        if len(set(counts)) > 1:
+            pairs = list(zip(paths, counts, strict=True))[:8]
+            listed = ", ".join(f"{p.name} {c}" for p, c in pairs)
+            raise RasterError(
+                f"rasters have different band counts ({listed}); one dataset needs one band "
+                "count"
+            )
+    except UserError as exc:
+        problems.append(Problem("rasters", str(exc), exc))
+        grids = []
+    if out_dir is not None:
+        for p in paths:
+            for sub in ("images", "masks"):
+                if p.resolve().is_relative_to((out_dir / sub).resolve()):
+                    problems.append(Problem(
+                        "out",
+                        f"{p}: input raster lies in the output's {sub}/ folder, which is "
+                        "replaced",
+                    ))  # fmt: skip
+    layer = None
+    try:
+        layer = LabelLayer(labels, s.layer, s.where, s.group_field)
+        if grids and not any(layer.polygons_near(g) for g in grids):
+            problems.append(Problem.of("labels", _no_overlap(layer, grids, paths)))
+    except UserError as exc:
+        problems.append(Problem.of("labels", exc))
+    finally:
+        if layer is not None:
+            layer.close()
+    return problems
+
+
 def make_chips(
     rasters: list[str | Path],
     labels: str | Path,
@@ -221,37 +298,11 @@ def make_chips(
     already holds a dataset unless ``settings.overwrite``.
     """
     s = settings or ChipSettings()
-    s.check()
+    raise_problems(check_chips(rasters, labels, out_dir, s))
     stride = s.stride or s.tile
     out_dir = Path(out_dir)
     paths = list_rasters(rasters)
-    existing = _dataset_entries(out_dir) if out_dir.is_dir() else []
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputExistsError(f"{out_dir}: output exists and is not a folder", field="out")
-    if existing and not s.overwrite:
-        raise OutputExistsError(
-            f"{out_dir}: already holds a dataset ({', '.join(p.name for p in existing)}); "
-            "choose another folder or overwrite",
-            field="out",
-        )
-    for p in paths:
-        for sub in ("images", "masks"):
-            if p.resolve().is_relative_to((out_dir / sub).resolve()):
-                raise InputError(
-                    f"{p}: input raster lies in the output's {sub}/ folder, which is replaced",
-                    field="out",
-                )
-
-    grids, counts = [], []
-    for p in paths:
-        g, c = _grid_of(p)
-        grids.append(g)
-        counts.append(c)
-    if len(set(counts)) > 1:
-        listed = ", ".join(f"{p.name} {c}" for p, c in list(zip(paths, counts, strict=True))[:8])
-        raise RasterError(
-            f"rasters have different band counts ({listed}); one dataset needs one band count"
-        )
+    grids = [_grid_of(p)[0] for p in paths]
     layer = LabelLayer(labels, s.layer, s.where, s.group_field)
     progress(Progress("chips", 0.0, f"reading polygons of {layer.path.name}"))
 
@@ -341,6 +392,13 @@ def make_chips(
 def _refuse_no_overlap(
     layer: LabelLayer, grids: list[RasterGrid], paths: list[Path], polygons: int = 0
 ) -> None:
+    raise _no_overlap(layer, grids, paths, polygons)
+
+
+def _no_overlap(
+    layer: LabelLayer, grids: list[RasterGrid], paths: list[Path], polygons: int = 0
+) -> InputError:
+    """The refusal when no polygon covers a pixel: both extents, in the layer's CRS."""
     name = crs_name(layer.srs)
     extents = "; ".join(
         f"{p.name} {fmt_extent(layer.grid_bounds(g))}"
@@ -349,7 +407,7 @@ def _refuse_no_overlap(
     more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
     what = "no polygon" if not polygons else f"none of the {polygons} nearby polygons"
     filt = f" (filter {layer.where!r})" if layer.where else ""
-    raise InputError(
+    return InputError(
         f"{what} of {layer.path} layer {layer.layer_name!r}{filt} covers a pixel of any "
         f"raster: polygons extent {fmt_extent(layer.extent())} in {name}, raster extents in "
         f"{name}: {extents}{more}",
