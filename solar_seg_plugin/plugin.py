@@ -67,6 +67,8 @@ class SolarSegPlugin:
         self.initProcessing()
         self.toolbar = self.iface.addToolBar(PLUGIN_NAME)
         self.toolbar.setObjectName("SolarSegToolbar")
+        self._add_action("solarsegChips", tr("Create Training Data…"), self.open_chips,
+                         "chips.svg")  # fmt: skip
         self._add_action("solarsegTrain", tr("Train…"), self.open_train, "train.svg")
         self._add_action("solarsegSegment", tr("Segment Layer…"), self.open_segment, "segment.svg")
         self._add_action("solarsegInspect", tr("Inspect Errors…"), self.open_inspect, "inspect.svg")
@@ -192,14 +194,27 @@ class SolarSegPlugin:
         return dlg
 
     # --- tools ---------------------------------------------------------------------
-    def open_train(self) -> QWidget | None:
+    def open_chips(self) -> QWidget | None:
+        if not self.ensure_engine():
+            return None
+        from .dialogs.chips_dialog import ChipsDialog
+
+        return self._show(
+            "chips", lambda: ChipsDialog(self.iface, self.open_train, self.iface.mainWindow())
+        )
+
+    def open_train(self, dataset: str | None = None) -> QWidget | None:
+        """The Train dialog; ``dataset`` sets ``data.path`` (from Create Training Data)."""
         if not self.ensure_engine():
             return None
         from .dialogs.train_dialog import TrainDialog
 
-        return self._show(
+        dlg = self._show(
             "train", lambda: TrainDialog(self.iface, self.open_inspect, self.iface.mainWindow())
         )
+        if dataset:
+            dlg.set_dataset(dataset)
+        return dlg
 
     def open_segment(self) -> QWidget | None:
         if not self.ensure_engine():

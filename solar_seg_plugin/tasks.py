@@ -288,6 +288,15 @@ def segment_args(model_path: Path, raster_path: Path, out_dir: Path, o: Any) -> 
         args += ["--bands", ",".join(str(b) for b in o.bands)]
     args += [flag for flag, on in (("--polygons", o.polygons), ("--tta", o.tta),
                                    ("--overwrite", o.overwrite)) if on]  # fmt: skip
+    ref = getattr(o, "reference", None)
+    if ref is not None:
+        args += ["--reference", str(ref.path)]
+        for flag, value in (("--reference-layer", ref.layer), ("--reference-where", ref.where),
+                            ("--reference-field", ref.group_field)):  # fmt: skip
+            if value:
+                args += [flag, str(value)]
+        if ref.all_touched:
+            args.append("--all-touched")
     return args
 
 
@@ -374,3 +383,66 @@ class DatasetSummaryTask(EngineProcessTask):
             predefined=str(data["split"]).startswith("predefined"),
             balance=dict(data["balance"]),
         )
+
+
+@dataclass
+class ChipsInputs:
+    """What ``python -m core chips`` needs (the Create Training Data dialog and the
+    Processing algorithm build it; ``labels`` is a file, ``layer`` its layer name)."""
+
+    rasters: list[str]
+    labels: str
+    out: str
+    layer: str | None = None
+    where: str | None = None
+    group_field: str | None = None
+    tile: int = 64
+    stride: int | None = None
+    all_touched: bool = False
+    min_valid: float = 0.5
+    keep_background: int | None = None
+    seed: int = 42
+    overwrite: bool = False
+
+
+def chips_args(c: ChipsInputs, check: bool = False) -> list[str]:
+    """``python -m core chips`` arguments (``--check``: only the engine's check)."""
+    args = ["chips", *[str(r) for r in c.rasters], "--labels", str(c.labels), "--out", str(c.out),
+            "--tile", str(c.tile), "--min-valid", repr(float(c.min_valid)),
+            "--seed", str(c.seed)]  # fmt: skip
+    for flag, value in (("--layer", c.layer), ("--where", c.where),
+                        ("--group-field", c.group_field), ("--stride", c.stride),
+                        ("--keep-background", c.keep_background)):  # fmt: skip
+        if value not in (None, ""):
+            args += [flag, str(value)]
+    args += [flag for flag, on in (("--all-touched", c.all_touched),
+                                   ("--overwrite", c.overwrite), ("--check", check)) if on]  # fmt: skip
+    return args
+
+
+class ChipsTask(EngineProcessTask):
+    """``chips`` in the engine process: image/mask tiles and manifest.csv from rasters and
+    a polygon layer. The result is the engine's result data (tiles, positive_tiles,
+    groups, plants, out_dir, manifest, summary...)."""
+
+    def __init__(self, inputs: ChipsInputs, python: str | None = None,
+                 cleanup: list[Path] | None = None) -> None:  # fmt: skip
+        self.inputs = inputs
+        self.cleanup = list(cleanup or [])  # temporary files (an exported selection)
+        super().__init__(f"SolarSeg: training data in {Path(inputs.out).name}",
+                         chips_args(inputs), python)  # fmt: skip
+
+    def convert(self, data: dict) -> Any:
+        return SimpleNamespace(**data)
+
+    def run(self) -> bool:
+        try:
+            return super().run()
+        finally:
+            import shutil
+
+            for path in self.cleanup:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = (REPO / ".." / "shared" / "data").resolve()
 SOLAFUNE = DATA / "solafune-s2-pv"
 SCENES = DATA / "scenes"
+AUSTRIA = DATA / "austria-pv"
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -27,3 +28,10 @@ def solafune() -> Path:
 def scenes() -> Path:
     assert SCENES.is_dir(), f"real data missing: {SCENES} (../shared beside the repo)"
     return SCENES
+
+
+@pytest.fixture(scope="session")
+def austria() -> Path:
+    """25 real Sentinel-2 chips (images/) and the OSM polygons (photovoltaic_osm.gpkg)."""
+    assert AUSTRIA.is_dir(), f"real data missing: {AUSTRIA} (../shared beside the repo)"
+    return AUSTRIA

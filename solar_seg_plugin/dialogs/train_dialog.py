@@ -200,6 +200,11 @@ class TrainDialog(QDialog):
                 self.settings.remove("train/last_config")
         return default_config()
 
+    def set_dataset(self, path: str) -> None:
+        """Train on ``path`` (``data.path``), e.g. a folder Create Training Data wrote."""
+        self.form.fields["data.path"].set(path)
+        self.refresh_dataset()
+
     def reset_defaults(self) -> None:
         self.form.set_config(default_config())
         self.form.clear_errors()

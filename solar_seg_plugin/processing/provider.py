@@ -7,12 +7,14 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..common import icon, tr
 from .algorithms import EvaluateModelAlgorithm, SegmentRasterAlgorithm, TrainModelAlgorithm
+from .chips_algorithm import CreateTrainingDataAlgorithm
 
 
 class SolarSegProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
         for alg in (SegmentRasterAlgorithm(), EvaluateModelAlgorithm(), TrainModelAlgorithm()):
             self.addAlgorithm(alg)
+        self.addAlgorithm(CreateTrainingDataAlgorithm())
 
     def id(self) -> str:
         return "solarseg"

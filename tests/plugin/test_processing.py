@@ -24,7 +24,8 @@ def provider(qgis_processing):
 
 def test_algorithms_are_listed(provider):
     ids = sorted(a.id() for a in provider.algorithms())
-    assert ids == ["solarseg:evaluatemodel", "solarseg:segmentraster", "solarseg:trainmodel"]
+    assert ids == ["solarseg:createtrainingdata", "solarseg:evaluatemodel",
+                   "solarseg:segmentraster", "solarseg:trainmodel"]  # fmt: skip
     names = {a.id(): a.displayName() for a in provider.algorithms()}
     assert names["solarseg:segmentraster"] == "Segment raster"
 
