@@ -4,7 +4,9 @@
 
 Styles: mask.qml (1 = panel), ground_truth.qml, prediction.qml, error.qml (TN transparent,
 TP white, FP yellow, FN green), probability.qml (pseudocolour 0..1, transparent below 0.25),
-panels.qml (polygons). Not shipped in the plugin zip.
+panels.qml (polygons), plants_found_missed.qml (reference plants by ``found``: found
+green, missed magenta), false_detections.qml (predicted objects touching no plant,
+orange hatch). Not shipped in the plugin zip.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 from osgeo import gdal
 from qgis.core import (
     QgsApplication,
+    QgsCategorizedSymbolRenderer,
+    QgsRendererCategory,
     QgsColorRampShader,
     QgsFillSymbol,
     QgsPalettedRasterRenderer,
@@ -99,6 +103,36 @@ def panels(folder: Path) -> None:
     layer.saveNamedStyle(str(HERE / "panels.qml"))
 
 
+# Plants against reference polygons (core/segment/reference.py, the dock's plant layers):
+# field ``found`` 1 / 0.
+PLANT_CLASSES = [
+    (1, "found", {"color": "0,200,80,70", "outline_color": "0,170,60,255",
+                  "outline_width": "0.8"}),
+    (0, "missed", {"color": "230,0,180,60", "outline_color": "230,0,180,255",
+                   "outline_width": "1.0", "outline_style": "dash"}),
+]  # fmt: skip
+
+
+def plants(folder: Path) -> None:
+    layer = QgsVectorLayer("Polygon?crs=EPSG:3857&field=found:integer", "p", "memory")
+    categories = [
+        QgsRendererCategory(value, QgsFillSymbol.createSimple(props), label)
+        for value, label, props in PLANT_CLASSES
+    ]
+    layer.setRenderer(QgsCategorizedSymbolRenderer("found", categories))
+    layer.saveNamedStyle(str(HERE / "plants_found_missed.qml"))
+
+
+def false_detections(folder: Path) -> None:
+    layer = QgsVectorLayer("Polygon?crs=EPSG:3857&field=area_ha:double", "p", "memory")
+    symbol = QgsFillSymbol.createSimple(
+        {"color": "255,140,0,90", "style": "b_diagonal", "outline_color": "255,140,0,255",
+         "outline_width": "0.8"}
+    )  # fmt: skip
+    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+    layer.saveNamedStyle(str(HERE / "false_detections.qml"))
+
+
 def main() -> int:
     app = QgsApplication([], False)
     app.initQgis()
@@ -110,6 +144,8 @@ def main() -> int:
         paletted(folder, ERROR_CLASSES, "error.qml")
         probability(folder)
         panels(folder)
+        plants(folder)
+        false_detections(folder)
     app.exitQgis()
     return 0
 

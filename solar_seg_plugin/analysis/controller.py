@@ -10,6 +10,11 @@ Layers are added lazily: the worst tiles first (``initial_tiles``), any other ti
 its row is selected or when "Add every tile" is pressed, so a split of hundreds of
 tiles stays quick to open.
 
+The Plants tab shows the engine's plants of the split (``plants.csv`` of
+``predict-split``, at the model's threshold, missed first), and the map gets a
+``plants`` layer (found green, missed magenta) and a ``false detections`` layer drawn
+from the same tiles (:mod:`.plants`); a row zooms to its plant.
+
 A new threshold never rewrites a file a layer has open: a background task writes the
 prediction and overlay of every tile on the map into new files, then (on the GUI
 thread) the layers are pointed at them with ``setDataSource`` and the old files are
@@ -38,8 +43,10 @@ from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
 
 from ..common import log, safe_slot, tr
 from ..core.evaluation.scoring import evaluate_predictions
+from ..core.evaluation.split_files import read_plants
 from .dock import ErrorDock
-from .layers import apply_style, load_raster, style_rgb
+from .layers import apply_style, load_raster, load_vector, style_rgb
+from .plants import FALSE_LAYER, PLANTS_LAYER, write_plant_layers
 from .rasters import (
     GRID_CRS,
     TileFiles,
@@ -155,7 +162,14 @@ class ErrorAnalysis(QObject):
         self.dock.thresholdChanged.connect(safe_slot(self.set_threshold))
         self.dock.tileSelected.connect(safe_slot(self.select_tile))
         self.dock.addAllRequested.connect(safe_slot(lambda *_: self.add_all()))
+        self.dock.plantSelected.connect(safe_slot(self.select_plant))
         self.evaluate()
+        self.plant_layers: dict[str, Any] = {}
+        self.plant_rows = read_plants(data.folder, self.index) if data.folder else []
+        self.dock.show_plants(self.plant_rows, self.index.get("plants"),
+                              float(self.index["threshold"]))  # fmt: skip
+        if self.plant_rows:
+            self.add_plant_layers()
         for row in self.worst_rows(initial_tiles):
             self.ensure_tile(str(row["tile_id"]))
         if iface is not None:
@@ -324,6 +338,55 @@ class ErrorAnalysis(QObject):
         self.shown_threshold = task.threshold
         self._remove_unused(old)
         self.overlaysUpdated.emit(self.shown_threshold)
+
+    def add_plant_layers(self) -> None:
+        """The split's plants (found/missed) and false detections as two layers on top
+        of the analysis group, at the model's threshold (the engine's plants.csv)."""
+        georefs = [self.layout.georef(i, t.crs_wkt, t.geotransform, t.shape)
+                   for i, t in enumerate(self.tiles)]  # fmt: skip
+        path, n = self.out_dir / "plants.gpkg", 1
+        used = self.used_files()
+        while path in used:
+            n += 1
+            path = self.out_dir / f"plants_{n}.gpkg"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        written = write_plant_layers(path, self.tiles, georefs, self.plant_rows,
+                                     float(self.index["threshold"]))  # fmt: skip
+        self.plant_layers = {}
+        for name, title, qml in (
+            (FALSE_LAYER, tr("false detections"), "false_detections.qml"),
+            (PLANTS_LAYER, tr("plants (found green, missed magenta)"), "plants_found_missed.qml"),
+        ):
+            layer = load_vector(f"{written.path}|layername={name}", title)
+            apply_style(layer, qml)
+            self.project.addMapLayer(layer, False)
+            self.root.insertLayer(0, layer)
+            self.plant_layers[name] = layer
+
+    def select_plant(self, plant_id: str, tile_id: str) -> None:
+        """Show the plant's tile and zoom the map to the plant."""
+        if tile_id in self.by_id:
+            self.select_tile(tile_id)
+        layer = self.plant_layers.get(PLANTS_LAYER)
+        if layer is None or sip.isdeleted(layer) or self.iface is None:
+            return
+        from qgis.core import QgsFeatureRequest
+
+        escaped = plant_id.replace("'", "''")
+        request = QgsFeatureRequest().setFilterExpression(f"\"id\" = '{escaped}'")
+        feature = next(layer.getFeatures(request), None)
+        if feature is None or not feature.hasGeometry():
+            return
+        canvas = self.iface.mapCanvas()
+        rect = feature.geometry().boundingBox()
+        dest = canvas.mapSettings().destinationCrs()
+        if dest.isValid() and dest != layer.crs():
+            rect = QgsCoordinateTransform(layer.crs(), dest, self.project).transformBoundingBox(
+                rect
+            )
+        rect.scale(1.6)
+        canvas.setExtent(rect)
+        canvas.refresh()
 
     def select_tile(self, tile_id: str) -> None:
         """Show the tile's group (created if needed) and zoom the map to the tile."""

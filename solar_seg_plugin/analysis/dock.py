@@ -1,11 +1,13 @@
-"""The error-analysis dock: split totals, a threshold slider and a sortable per-tile table
-(worst IoU first). It only displays; :class:`~.controller.ErrorAnalysis` computes."""
+"""The error-analysis dock: split totals, a threshold slider, a sortable per-tile table
+(worst IoU first) and a Plants tab (the engine's plants of the split, missed first). It
+only displays; :class:`~.controller.ErrorAnalysis` computes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
+from qgis.PyQt.QtGui import QBrush, QColor
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QDockWidget,
@@ -17,6 +19,7 @@ from qgis.PyQt.QtWidgets import (
     QSlider,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -33,6 +36,19 @@ COLUMNS = [
     ("positive_pixels", "Positive px"),
 ]
 IOU_COLUMN = 1
+# The Plants tab (rows of the engine's plants.csv); sorted by coverage, so missed plants
+# (coverage under one half) come first.
+PLANT_COLUMNS = [
+    ("id", "Plant"),
+    ("status", "Status"),
+    ("coverage", "Covered"),
+    ("iou", "IoU"),
+    ("reference_ha", "Reference ha"),
+    ("predicted_ha", "Predicted ha"),
+    ("tile", "Tile"),
+]
+COVERAGE_COLUMN = 2
+MISSED_COLOR = QColor(190, 0, 150)
 SLIDER_STEPS = 100
 DEBOUNCE_MS = 250
 
@@ -63,6 +79,7 @@ class ErrorDock(QDockWidget):
     thresholdChanged = pyqtSignal(float)  # noqa: N815 (Qt naming)
     tileSelected = pyqtSignal(str)  # noqa: N815
     addAllRequested = pyqtSignal()  # noqa: N815
+    plantSelected = pyqtSignal(str, str)  # noqa: N815 (plant id, tile id)
 
     def __init__(self, title: str, threshold: float, parent: QWidget | None = None) -> None:
         super().__init__(title, parent)
@@ -99,13 +116,40 @@ class ErrorDock(QDockWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(IOU_COLUMN, Qt.AscendingOrder)
-        lay.addWidget(self.table, 1)
-
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("tabs")
+        tiles_page = QWidget()
+        tiles_lay = QVBoxLayout(tiles_page)
+        tiles_lay.setContentsMargins(0, 4, 0, 0)
+        tiles_lay.addWidget(self.table, 1)
         buttons = QHBoxLayout()
         self.add_all_button = QPushButton(tr("Add every tile to the map"))
         buttons.addWidget(self.add_all_button)
         buttons.addStretch(1)
-        lay.addLayout(buttons)
+        tiles_lay.addLayout(buttons)
+        self.tabs.addTab(tiles_page, tr("Tiles"))
+
+        plants_page = QWidget()
+        plants_lay = QVBoxLayout(plants_page)
+        plants_lay.setContentsMargins(0, 4, 0, 0)
+        self.plant_totals = QLabel(tr("No plants (predicted by an older engine)."))
+        self.plant_totals.setObjectName("plantTotals")
+        self.plant_totals.setWordWrap(True)
+        self.plant_totals.setTextFormat(Qt.RichText)
+        plants_lay.addWidget(self.plant_totals)
+        self.plants = QTableWidget(0, len(PLANT_COLUMNS))
+        self.plants.setObjectName("plants")
+        self.plants.setHorizontalHeaderLabels([tr(label) for _, label in PLANT_COLUMNS])
+        self.plants.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.plants.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.plants.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.plants.verticalHeader().setVisible(False)
+        self.plants.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.plants.setSortingEnabled(True)
+        self.plants.sortByColumn(COVERAGE_COLUMN, Qt.AscendingOrder)
+        plants_lay.addWidget(self.plants, 1)
+        self.tabs.addTab(plants_page, tr("Plants"))
+        lay.addWidget(self.tabs, 1)
         self.setWidget(body)
 
         self._debounce = QTimer(self)
@@ -116,6 +160,7 @@ class ErrorDock(QDockWidget):
         self.spin.valueChanged.connect(self._spin_changed)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.add_all_button.clicked.connect(self.addAllRequested.emit)
+        self.plants.itemSelectionChanged.connect(self._plant_selection_changed)
 
     # --- threshold -------------------------------------------------------------------
     def set_threshold(self, value: float) -> None:
@@ -200,3 +245,66 @@ class ErrorDock(QDockWidget):
                 tn=m["tn"],
             )  # fmt: skip
         )
+
+    # --- plants ------------------------------------------------------------------------
+    def show_plants(self, rows: list[dict], summary: dict | None, threshold: float) -> None:
+        """The plants table (rows of the engine's plants.csv) and their totals."""
+        self.plants.blockSignals(True)
+        self.plants.setSortingEnabled(False)
+        self.plants.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            values = {**row, "status": tr("found") if row["found"] else tr("missed")}
+            for c, (key, _) in enumerate(PLANT_COLUMNS):
+                value = values.get(key)
+                item = SortItem(str(value) if key in ("id", "tile", "status") else value)
+                if not row["found"]:
+                    item.setForeground(QBrush(MISSED_COLOR))
+                self.plants.setItem(r, c, item)
+        self.plants.setSortingEnabled(True)
+        self.plants.sortByColumn(COVERAGE_COLUMN, Qt.AscendingOrder)
+        self.plants.blockSignals(False)
+        self.tabs.setTabText(1, tr("Plants ({})").format(len(rows)))
+        if summary is None:
+            return
+        p = summary
+        self.plant_totals.setText(
+            tr(
+                "<b>{found} of {plants} plants found</b>, {missed} missed · {false} false "
+                "detection(s) of {objects} predicted objects<br>"
+                "plant precision {pp:.3f} · recall {pr:.3f} · F1 {pf:.3f} · reference "
+                "{ref:.2f} ha, predicted {pred:.2f} ha<br>"
+                "<i>at the model's threshold {th:.3f}: a plant is found when at least half of "
+                "it is predicted</i>"
+            ).format(
+                found=p["found"],
+                plants=p["plants"],
+                missed=p["missed"],
+                false=p["false_detections"],
+                objects=p["predicted_objects"],
+                pp=p["precision"],
+                pr=p["recall"],
+                pf=p["f1"],
+                ref=p["reference_ha"],
+                pred=p["predicted_ha"],
+                th=threshold,
+            )  # fmt: skip
+        )
+
+    def plant_values(self, r: int) -> dict[str, Any]:
+        return {
+            key: self.plants.item(r, c).data(Qt.UserRole)
+            for c, (key, _) in enumerate(PLANT_COLUMNS)
+        }
+
+    def select_plant(self, plant_id: str) -> None:
+        for r in range(self.plants.rowCount()):
+            if self.plants.item(r, 0).text() == plant_id:
+                self.plants.selectRow(r)
+                return
+
+    def _plant_selection_changed(self) -> None:
+        model = self.plants.selectionModel()
+        rows = model.selectedRows() if model else []
+        if rows:
+            values = self.plant_values(rows[0].row())
+            self.plantSelected.emit(str(values["id"]), str(values["tile"]))

@@ -15,7 +15,7 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
 )
-from qgis.gui import QgsMapLayerComboBox
+from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -40,6 +40,7 @@ from ..common import (
     safe_slot,
     tr,
 )
+from ..vector_source import polygon_source
 from .widgets import (
     ERROR_STYLE,
     PathEdit,
@@ -56,6 +57,8 @@ OUTPUT_NAMES = ("probability.tif", "mask.tif", "panels.gpkg", "errors.tif")
 
 # Engine problem fields (core.segment.engine.check_segment) -> this dialog's fields.
 ENGINE_FIELDS = {"tile_size": "tile", "batch_size": "batch", "probability_dtype": "out"}
+# Layers of plants.gpkg (segment --reference) and their styles.
+PLANT_LAYERS = (("false_detections", "false_detections.qml"), ("plants", "plants_found_missed.qml"))
 
 
 class SegmentDialog(QDialog):
@@ -113,6 +116,13 @@ class SegmentDialog(QDialog):
         self.truth_combo.setLayer(None)
         self.truth_file = PathEdit(False, tr("Rasters (*.tif *.tiff *.vrt)"), "segment/last_gt_dir")
         self.truth_file.edit.setPlaceholderText(tr("or a mask file (0/1 or 0/255)"))
+        self.reference_combo = QgsMapLayerComboBox()
+        self.reference_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.reference_combo.setAllowEmptyLayer(True)
+        self.reference_combo.setLayer(None)
+        self.reference_field = QgsFieldComboBox()
+        self.reference_field.setAllowEmptyFieldName(True)
+        self.reference_combo.layerChanged.connect(safe_slot(self._reference_changed))
 
         self.errors: dict[str, QLabel] = {}
         grid = QGridLayout()
@@ -133,6 +143,8 @@ class SegmentDialog(QDialog):
             ("min_area", tr("Smallest polygon"), self.min_area_spin),
             ("truth", tr("Ground truth (optional)"), self.truth_combo),
             ("truth_file", "", self.truth_file),
+            ("reference", tr("Reference polygons (optional)"), self.reference_combo),
+            ("reference_field", tr("Plant field"), self.reference_field),
         ]
         for key, label, widget in rows:
             widget.setObjectName(key)
@@ -151,6 +163,12 @@ class SegmentDialog(QDialog):
             self.model_edit.setText(last)
 
     # --- inputs ------------------------------------------------------------------------
+    def _reference_changed(self, layer: Any) -> None:
+        """A new reference layer: its fields, ``id`` pre-selected when it has one."""
+        self.reference_field.setLayer(layer)
+        if layer is not None and "id" in [f.name() for f in layer.fields()]:
+            self.reference_field.setField("id")
+
     def source_path(self) -> tuple[str | None, QgsRasterLayer | None]:
         """The raster file to segment and its project layer (None for a new file)."""
         path = self.file_edit.text()
@@ -282,7 +300,16 @@ class SegmentDialog(QDialog):
             truth = truth_layer.source().split("|")[0]
         if truth:
             problems.update(truth_problems(truth, path, bool(self.truth_file.text())))
+        reference = None
+        ref_layer = self.reference_combo.currentLayer()
+        if ref_layer is not None:
+            try:  # a file the engine opens (a non-file layer is written to a GeoPackage)
+                reference = polygon_source(ref_layer)
+            except ValueError as exc:
+                problems["reference"] = str(exc)
         if problems:
+            if reference is not None:
+                _delete(reference.temporary)
             for key, message in problems.items():
                 show_error(self.errors[key], message)
             self.adjustSize()
@@ -297,6 +324,7 @@ class SegmentDialog(QDialog):
             "backend": backend,
             "out": out,
             "truth": truth,
+            "reference": reference,
         }
 
     # --- running -----------------------------------------------------------------------
@@ -306,7 +334,7 @@ class SegmentDialog(QDialog):
         opts = self.options()
         if opts is None:
             return False
-        from ..core.segment.options import SegmentOptions  # pure Python
+        from ..core.segment.options import ReferenceOptions, SegmentOptions  # pure Python
 
         self.settings.set("segment/last_model", opts["model"])
         if opts["bands"]:
@@ -328,6 +356,12 @@ class SegmentDialog(QDialog):
             min_area_m2=self.min_area_spin.value(),
             overwrite=self.overwrite_check.isChecked(),
         )
+        ref = opts["reference"]
+        if ref is not None:
+            options.reference = ReferenceOptions(
+                ref.path, ref.layer, None, self.reference_field.currentField() or None
+            )
+        self.temporary = ref.temporary if ref is not None else []
         if opts["layer"] is None:  # a file: put it in the project first
             layer = QgsRasterLayer(opts["raster"], Path(opts["raster"]).stem)
             QgsProject.instance().addMapLayer(layer)
@@ -362,6 +396,8 @@ class SegmentDialog(QDialog):
         self.task = None
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        _delete(getattr(self, "temporary", []))
+        self.temporary = []
         bar = self.iface.messageBar() if self.iface is not None else None
         if task.cancelled:
             self.status.setText(tr("Cancelled; no output was written."))
@@ -398,6 +434,15 @@ class SegmentDialog(QDialog):
             text += tr(" — against the ground truth: IoU {:.4f}, F1 {:.4f}").format(
                 m["iou"], m["f1"]
             )
+        if getattr(r, "plants", None):
+            p = r.plants
+            text += tr(
+                " — plants: {found} found, {missed} missed, {false} false detection(s); "
+                "reference {ref:.2f} ha, predicted {pred:.2f} ha"
+            ).format(
+                found=p["found"], missed=p["missed"], false=p["false_detections"],
+                ref=p["reference_ha"], pred=p["predicted_ha"],
+            )  # fmt: skip
         self.progress_bar.setValue(100)
         self.status.setText(text)
         if bar is not None:
@@ -408,6 +453,14 @@ class SegmentDialog(QDialog):
         r, crs = outcome.result, source.crs()
         name = source.name()
         layers = []
+        plants_gpkg = getattr(r, "plants_gpkg_path", None)
+        if plants_gpkg:
+            titles = {"plants": tr("{} plants (found green, missed magenta)").format(name),
+                      "false_detections": tr("{} false detections").format(name)}  # fmt: skip
+            for layer_name, qml in PLANT_LAYERS:
+                layer = load_vector(f"{plants_gpkg}|layername={layer_name}", titles[layer_name])
+                apply_style(layer, qml)
+                layers.append(layer)
         if r.polygons_path:
             polygons = load_vector(r.polygons_path, tr("{} panels").format(name))
             apply_style(polygons, "panels.qml")
@@ -452,3 +505,11 @@ def truth_problems(truth: str, raster: str | None, from_file: bool) -> dict[str,
     if count != 1:
         return {key: tr("ground truth must have one band, found {}").format(count)}
     return {}
+
+
+def _delete(paths: list) -> None:
+    """Remove temporary files and folders (an exported reference layer)."""
+    import shutil
+
+    for p in paths:
+        shutil.rmtree(p, ignore_errors=True)
