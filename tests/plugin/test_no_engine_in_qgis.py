@@ -80,10 +80,11 @@ print("heavy", sorted(m for m in {FORBIDDEN!r} if m in sys.modules))
     assert "heavy []" in proc.stdout
 
 
-def test_plugin_runs_the_engine_from_a_qgis_without_it(solafune, scenes, tmp_path):
+def test_plugin_runs_the_engine_from_a_qgis_without_it(solafune, scenes, austria, tmp_path):
     """QGIS's own Python with the engine's packages blocked: every plugin module imports,
     the Train dialog's summary, a real training (TrainTask), the Segment dialog's model
-    info and a real segmentation with its layers all run through the engine process."""
+    info and a real segmentation with its layers, and Create Training Data on the Austria
+    layers all run through the engine process."""
     script = (
         BLOCKER
         + f"""
@@ -137,13 +138,27 @@ assert seg.start()
 spin(lambda: seg.task is None, "segmentation")
 assert seg.outcome is not None, seg.status.text()
 print("layers", sorted(l.name() for l in seg.added))
+from qgis.core import QgsVectorLayer
+from solar_seg_plugin.dialogs.chips_dialog import ChipsDialog
+for tif in sorted(Path({str(austria / "images")!r}).glob("*.tif"))[:4]:
+    QgsProject.instance().addMapLayer(QgsRasterLayer(str(tif), tif.stem))
+osm = QgsVectorLayer({str(austria / "photovoltaic_osm.gpkg")!r}, "osm", "ogr")
+QgsProject.instance().addMapLayer(osm)
+chips = ChipsDialog(None)
+chips.labels_combo.setLayer(osm)
+chips.out_edit.setText({str(tmp_path / "chips")!r})
+assert chips.start()
+spin(lambda: chips.task is None, "chips")
+assert chips.result is not None, chips.status.text()
+print("chips", chips.result.tiles)
 print("heavy", sorted(m for m in {FORBIDDEN!r} if m in sys.modules))
-seg.shutdown(); train.shutdown()
+seg.shutdown(); train.shutdown(); chips.shutdown()
 """
     )
     proc = run_clean(script, tmp_path, QGIS_PYTHON)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rows 4" in proc.stdout and "status completed" in proc.stdout
+    assert "chips 4" in proc.stdout  # the 4 small Austria chips: one tile each
     assert "layers ['s2 mask', 's2 panels', 's2 probability']" in proc.stdout
     assert "heavy []" in proc.stdout
     assert (tmp_path / "seg" / "mask.tif").is_file()

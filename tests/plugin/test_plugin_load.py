@@ -16,7 +16,7 @@ from qgis.PyQt.QtWidgets import QAction, QToolBar
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = "solar_seg_plugin"
-TOOLS = {"solarsegTrain", "solarsegSegment", "solarsegInspect"}  # toolbar and menu
+TOOLS = {"solarsegChips", "solarsegTrain", "solarsegSegment", "solarsegInspect"}  # toolbar and menu
 ACTIONS = TOOLS | {"solarsegEngine"}  # menu
 
 
@@ -74,12 +74,13 @@ def test_load_start_unload(qgis_plugin_env):
     assert len(toolbars) == 1
     assert {a.objectName() for a in toolbars[0].actions()} == TOOLS
     menu_calls = iface.addPluginToRasterMenu.call_args_list
-    assert [c.args[0] for c in menu_calls] == ["&SolarSeg"] * 4
+    assert [c.args[0] for c in menu_calls] == ["&SolarSeg"] * 5
     assert {c.args[1].objectName() for c in menu_calls} == ACTIONS
     provider = registry.providerById("solarseg")
     assert provider is not None
     assert {a.id() for a in provider.algorithms()} == {
-        "solarseg:segmentraster", "solarseg:evaluatemodel", "solarseg:trainmodel"
+        "solarseg:segmentraster", "solarseg:evaluatemodel", "solarseg:trainmodel",
+        "solarseg:createtrainingdata",
     }  # fmt: skip
     # engine imported as a subpackage of the plugin, never as a bare top-level "core"
     assert plugin.__class__.__module__ == f"{PLUGIN}.plugin"
@@ -132,7 +133,8 @@ def test_actions_open_dialogs_and_unload_closes_them(qgis_plugin_env, tmp_path):
     for name in sorted(TOOLS):
         actions[name].trigger()
     kinds = {k: type(d).__name__ for k, d in plugin.dialogs.items()}
-    assert kinds == {"train": "TrainDialog", "segment": "SegmentDialog", "inspect": "InspectDialog"}
+    assert kinds == {"train": "TrainDialog", "segment": "SegmentDialog", "inspect": "InspectDialog",
+                     "chips": "ChipsDialog"}  # fmt: skip
     assert all(d.isVisible() for d in plugin.dialogs.values())
     dialogs = list(plugin.dialogs.values())
     # an engine Python without the engine's packages opens the engine dialog instead
