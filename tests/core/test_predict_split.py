@@ -14,6 +14,7 @@ from core.config import load_config
 from core.data.rasters import read_image
 from core.evaluation import split_files
 from core.evaluation.evaluate import evaluate_predictions, predict_split
+from core.evaluation.plants import plants_of_predictions
 from core.training.loop import train
 from tests.conftest import REPO
 
@@ -44,7 +45,7 @@ def test_predict_split_files_equal_the_engine(tiny_run, tmp_path):
     fractions = [e["fraction"] for e in events if e["event"] == "progress"]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     index = split_files.read_index(out)
-    assert sorted(p.name for p in out.iterdir()) == ["index.json", "tiles"]  # no temp left
+    assert sorted(p.name for p in out.iterdir()) == ["index.json", "plants.csv", "tiles"]
     assert not list(tmp_path.glob(".pred*"))
 
     meta, preds = predict_split(tiny_run, split="test", device="cpu")
@@ -53,6 +54,16 @@ def test_predict_split_files_equal_the_engine(tiny_run, tmp_path):
     engine_metrics = evaluate_predictions(preds, meta.threshold).metrics
     assert index["metrics"] == pytest.approx(engine_metrics)
     assert result["data"]["metrics"] == pytest.approx(engine_metrics)
+    # plants.csv: the engine's plants of the split at the model's threshold, missed first
+    plants = plants_of_predictions(preds, meta.threshold)
+    assert index["plants_csv"] == "plants.csv"
+    assert index["plants"] == plants.summary()
+    rows = split_files.read_plants(out, index)
+    assert len(rows) == plants.plants and sum(r["found"] for r in rows) == plants.found
+    assert [r["found"] for r in rows] == sorted(r["found"] for r in rows)
+    by_id = {r.id: r for r in plants.rows}
+    for r in rows:
+        assert r["reference_pixels"] == by_id[r["id"]].reference_pixels
 
     tiles = split_files.load_tiles(out, index)
     assert len(tiles) == len(preds) == result["data"]["tiles"]
