@@ -1,20 +1,20 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis simplifyDrawingTol="1" simplifyLocal="1" version="3.22.16-Białowieża" labelsEnabled="0" symbologyReferenceScale="-1" simplifyAlgorithm="0" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0" readOnly="0" simplifyDrawingHints="1" minScale="100000000" simplifyMaxScale="1" maxScale="0">
+<qgis maxScale="0" labelsEnabled="0" simplifyLocal="1" styleCategories="AllStyleCategories" readOnly="0" simplifyDrawingHints="1" version="3.22.16-Białowieża" minScale="100000000" simplifyMaxScale="1" simplifyDrawingTol="1" hasScaleBasedVisibilityFlag="0" symbologyReferenceScale="-1" simplifyAlgorithm="0">
   <flags>
     <Identifiable>1</Identifiable>
     <Removable>1</Removable>
     <Searchable>1</Searchable>
     <Private>0</Private>
   </flags>
-  <temporal fixedDuration="0" endField="" enabled="0" startExpression="" durationField="" accumulate="0" mode="0" startField="" durationUnit="min" endExpression="" limitMode="0">
+  <temporal startExpression="" endField="" accumulate="0" limitMode="0" endExpression="" fixedDuration="0" startField="" durationField="" durationUnit="min" enabled="0" mode="0">
     <fixedRange>
       <start></start>
       <end></end>
     </fixedRange>
   </temporal>
-  <renderer-v2 enableorderby="0" type="singleSymbol" referencescale="-1" symbollevels="0" forceraster="0">
+  <renderer-v2 referencescale="-1" type="singleSymbol" forceraster="0" enableorderby="0" symbollevels="0">
     <symbols>
-      <symbol force_rhr="0" type="fill" clip_to_extent="1" name="0" alpha="1">
+      <symbol type="fill" clip_to_extent="1" force_rhr="0" alpha="1" name="0">
         <data_defined_properties>
           <Option type="Map">
             <Option type="QString" value="" name="name"/>
@@ -22,7 +22,7 @@
             <Option type="QString" value="collection" name="type"/>
           </Option>
         </data_defined_properties>
-        <layer enabled="1" pass="0" class="SimpleFill" locked="0">
+        <layer locked="0" pass="0" class="SimpleFill" enabled="1">
           <Option type="Map">
             <Option type="QString" value="3x:0,0,0,0,0,0" name="border_width_map_unit_scale"/>
             <Option type="QString" value="255,140,0,90" name="color"/>
@@ -84,20 +84,20 @@
     </field>
   </fieldConfiguration>
   <aliases>
-    <alias field="area_ha" index="0" name=""/>
+    <alias index="0" field="area_ha" name=""/>
   </aliases>
   <defaults>
-    <default field="area_ha" expression="" applyOnUpdate="0"/>
+    <default applyOnUpdate="0" field="area_ha" expression=""/>
   </defaults>
   <constraints>
-    <constraint field="area_ha" notnull_strength="0" unique_strength="0" exp_strength="0" constraints="0"/>
+    <constraint notnull_strength="0" exp_strength="0" constraints="0" field="area_ha" unique_strength="0"/>
   </constraints>
   <constraintExpressions>
-    <constraint field="area_ha" exp="" desc=""/>
+    <constraint desc="" field="area_ha" exp=""/>
   </constraintExpressions>
   <expressionfields/>
   <attributeactions/>
-  <attributetableconfig sortExpression="" actionWidgetStyle="dropDown" sortOrder="0">
+  <attributetableconfig sortOrder="0" actionWidgetStyle="dropDown" sortExpression="">
     <columns/>
   </attributetableconfig>
   <conditionalstyles>

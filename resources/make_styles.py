@@ -20,12 +20,12 @@ from osgeo import gdal
 from qgis.core import (
     QgsApplication,
     QgsCategorizedSymbolRenderer,
-    QgsRendererCategory,
     QgsColorRampShader,
     QgsFillSymbol,
     QgsPalettedRasterRenderer,
     QgsRasterLayer,
     QgsRasterShader,
+    QgsRendererCategory,
     QgsSingleBandPseudoColorRenderer,
     QgsSingleSymbolRenderer,
     QgsVectorLayer,
@@ -106,10 +106,10 @@ def panels(folder: Path) -> None:
 # Plants against reference polygons (core/segment/reference.py, the dock's plant layers):
 # field ``found`` 1 / 0.
 PLANT_CLASSES = [
-    (1, "found", {"color": "0,200,80,70", "outline_color": "0,170,60,255",
-                  "outline_width": "0.8"}),
-    (0, "missed", {"color": "230,0,180,60", "outline_color": "230,0,180,255",
-                   "outline_width": "1.0", "outline_style": "dash"}),
+    (1, "found", {"color": "0,200,80,45", "outline_color": "0,190,70,255",
+                  "outline_width": "1.2"}),
+    (0, "missed", {"color": "230,0,180,45", "outline_color": "230,0,180,255",
+                   "outline_width": "1.2", "outline_style": "dash"}),
 ]  # fmt: skip
 
 

@@ -1,24 +1,24 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis simplifyDrawingTol="1" simplifyLocal="1" version="3.22.16-Białowieża" labelsEnabled="0" symbologyReferenceScale="-1" simplifyAlgorithm="0" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0" readOnly="0" simplifyDrawingHints="1" minScale="100000000" simplifyMaxScale="1" maxScale="0">
+<qgis maxScale="0" labelsEnabled="0" simplifyLocal="1" styleCategories="AllStyleCategories" readOnly="0" simplifyDrawingHints="1" version="3.22.16-Białowieża" minScale="100000000" simplifyMaxScale="1" simplifyDrawingTol="1" hasScaleBasedVisibilityFlag="0" symbologyReferenceScale="-1" simplifyAlgorithm="0">
   <flags>
     <Identifiable>1</Identifiable>
     <Removable>1</Removable>
     <Searchable>1</Searchable>
     <Private>0</Private>
   </flags>
-  <temporal fixedDuration="0" endField="" enabled="0" startExpression="" durationField="" accumulate="0" mode="0" startField="" durationUnit="min" endExpression="" limitMode="0">
+  <temporal startExpression="" endField="" accumulate="0" limitMode="0" endExpression="" fixedDuration="0" startField="" durationField="" durationUnit="min" enabled="0" mode="0">
     <fixedRange>
       <start></start>
       <end></end>
     </fixedRange>
   </temporal>
-  <renderer-v2 enableorderby="0" type="categorizedSymbol" referencescale="-1" symbollevels="0" forceraster="0" attr="found">
+  <renderer-v2 referencescale="-1" type="categorizedSymbol" forceraster="0" enableorderby="0" symbollevels="0" attr="found">
     <categories>
-      <category symbol="0" render="true" label="found" value="1"/>
-      <category symbol="1" render="true" label="missed" value="0"/>
+      <category label="found" symbol="0" value="1" render="true"/>
+      <category label="missed" symbol="1" value="0" render="true"/>
     </categories>
     <symbols>
-      <symbol force_rhr="0" type="fill" clip_to_extent="1" name="0" alpha="1">
+      <symbol type="fill" clip_to_extent="1" force_rhr="0" alpha="1" name="0">
         <data_defined_properties>
           <Option type="Map">
             <Option type="QString" value="" name="name"/>
@@ -26,29 +26,29 @@
             <Option type="QString" value="collection" name="type"/>
           </Option>
         </data_defined_properties>
-        <layer enabled="1" pass="0" class="SimpleFill" locked="0">
+        <layer locked="0" pass="0" class="SimpleFill" enabled="1">
           <Option type="Map">
             <Option type="QString" value="3x:0,0,0,0,0,0" name="border_width_map_unit_scale"/>
-            <Option type="QString" value="0,200,80,70" name="color"/>
+            <Option type="QString" value="0,200,80,45" name="color"/>
             <Option type="QString" value="bevel" name="joinstyle"/>
             <Option type="QString" value="0,0" name="offset"/>
             <Option type="QString" value="3x:0,0,0,0,0,0" name="offset_map_unit_scale"/>
             <Option type="QString" value="MM" name="offset_unit"/>
-            <Option type="QString" value="0,170,60,255" name="outline_color"/>
+            <Option type="QString" value="0,190,70,255" name="outline_color"/>
             <Option type="QString" value="solid" name="outline_style"/>
-            <Option type="QString" value="0.8" name="outline_width"/>
+            <Option type="QString" value="1.2" name="outline_width"/>
             <Option type="QString" value="MM" name="outline_width_unit"/>
             <Option type="QString" value="solid" name="style"/>
           </Option>
           <prop k="border_width_map_unit_scale" v="3x:0,0,0,0,0,0"/>
-          <prop k="color" v="0,200,80,70"/>
+          <prop k="color" v="0,200,80,45"/>
           <prop k="joinstyle" v="bevel"/>
           <prop k="offset" v="0,0"/>
           <prop k="offset_map_unit_scale" v="3x:0,0,0,0,0,0"/>
           <prop k="offset_unit" v="MM"/>
-          <prop k="outline_color" v="0,170,60,255"/>
+          <prop k="outline_color" v="0,190,70,255"/>
           <prop k="outline_style" v="solid"/>
-          <prop k="outline_width" v="0.8"/>
+          <prop k="outline_width" v="1.2"/>
           <prop k="outline_width_unit" v="MM"/>
           <prop k="style" v="solid"/>
           <data_defined_properties>
@@ -60,7 +60,7 @@
           </data_defined_properties>
         </layer>
       </symbol>
-      <symbol force_rhr="0" type="fill" clip_to_extent="1" name="1" alpha="1">
+      <symbol type="fill" clip_to_extent="1" force_rhr="0" alpha="1" name="1">
         <data_defined_properties>
           <Option type="Map">
             <Option type="QString" value="" name="name"/>
@@ -68,29 +68,29 @@
             <Option type="QString" value="collection" name="type"/>
           </Option>
         </data_defined_properties>
-        <layer enabled="1" pass="0" class="SimpleFill" locked="0">
+        <layer locked="0" pass="0" class="SimpleFill" enabled="1">
           <Option type="Map">
             <Option type="QString" value="3x:0,0,0,0,0,0" name="border_width_map_unit_scale"/>
-            <Option type="QString" value="230,0,180,60" name="color"/>
+            <Option type="QString" value="230,0,180,45" name="color"/>
             <Option type="QString" value="bevel" name="joinstyle"/>
             <Option type="QString" value="0,0" name="offset"/>
             <Option type="QString" value="3x:0,0,0,0,0,0" name="offset_map_unit_scale"/>
             <Option type="QString" value="MM" name="offset_unit"/>
             <Option type="QString" value="230,0,180,255" name="outline_color"/>
             <Option type="QString" value="dash" name="outline_style"/>
-            <Option type="QString" value="1" name="outline_width"/>
+            <Option type="QString" value="1.2" name="outline_width"/>
             <Option type="QString" value="MM" name="outline_width_unit"/>
             <Option type="QString" value="solid" name="style"/>
           </Option>
           <prop k="border_width_map_unit_scale" v="3x:0,0,0,0,0,0"/>
-          <prop k="color" v="230,0,180,60"/>
+          <prop k="color" v="230,0,180,45"/>
           <prop k="joinstyle" v="bevel"/>
           <prop k="offset" v="0,0"/>
           <prop k="offset_map_unit_scale" v="3x:0,0,0,0,0,0"/>
           <prop k="offset_unit" v="MM"/>
           <prop k="outline_color" v="230,0,180,255"/>
           <prop k="outline_style" v="dash"/>
-          <prop k="outline_width" v="1"/>
+          <prop k="outline_width" v="1.2"/>
           <prop k="outline_width_unit" v="MM"/>
           <prop k="style" v="solid"/>
           <data_defined_properties>
@@ -130,20 +130,20 @@
     </field>
   </fieldConfiguration>
   <aliases>
-    <alias field="found" index="0" name=""/>
+    <alias index="0" field="found" name=""/>
   </aliases>
   <defaults>
-    <default field="found" expression="" applyOnUpdate="0"/>
+    <default applyOnUpdate="0" field="found" expression=""/>
   </defaults>
   <constraints>
-    <constraint field="found" notnull_strength="0" unique_strength="0" exp_strength="0" constraints="0"/>
+    <constraint notnull_strength="0" exp_strength="0" constraints="0" field="found" unique_strength="0"/>
   </constraints>
   <constraintExpressions>
-    <constraint field="found" exp="" desc=""/>
+    <constraint desc="" field="found" exp=""/>
   </constraintExpressions>
   <expressionfields/>
   <attributeactions/>
-  <attributetableconfig sortExpression="" actionWidgetStyle="dropDown" sortOrder="0">
+  <attributetableconfig sortOrder="0" actionWidgetStyle="dropDown" sortExpression="">
     <columns/>
   </attributetableconfig>
   <conditionalstyles>

@@ -63,7 +63,7 @@ def build(out: Path, data: Path) -> str:
         {"color": "0,0,0,0", "outline_color": "255,214,0,255", "outline_width": "0.7"}
     )))  # fmt: skip
     project.addMapLayer(osm, False)
-    root.addLayer(osm)
+    root.addLayer(osm).setExpanded(False)
     group = root.addGroup(GROUP)
     start = None
     for tif in sorted((data / "austria-pv" / "images").glob("*.tif")):
@@ -72,7 +72,7 @@ def build(out: Path, data: Path) -> str:
             raise SystemExit(f"cannot open {tif}")
         style_chip(layer)
         project.addMapLayer(layer, False)
-        group.addLayer(layer)
+        group.addLayer(layer).setExpanded(False)  # no band legend: the list stays short
         if tif.stem == START_CHIP:
             start = layer
     group.setExpanded(False)
@@ -80,7 +80,7 @@ def build(out: Path, data: Path) -> str:
     if haiti.is_file():
         layer = QgsRasterLayer(str(haiti), haiti.stem)
         project.addMapLayer(layer, False)
-        root.addLayer(layer)
+        root.addLayer(layer).setExpanded(False)
     extent = ""
     if start is not None:
         rect = QgsCoordinateTransform(start.crs(), project.crs(), project).transformBoundingBox(

@@ -73,7 +73,7 @@ class SegmentDialog(QDialog):
         self.outcome: Any = None
         self.added: list = []
         self.setWindowTitle(tr("SolarSeg: Segment a raster layer"))
-        self.resize(760, 560)
+        self.resize(760, 640)
 
         self.layer_combo = QgsMapLayerComboBox()
         self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
