@@ -173,7 +173,7 @@ def test_error_layers_match_engine_counts(
     analysis.close()
     QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
     assert sip.isdeleted(dock)  # the dock is gone, the layers stay in the project
-    assert len(QgsProject.instance().mapLayers()) == 4 * 4
+    assert len(QgsProject.instance().mapLayers()) == 4 * 4 + 2  # + plants, false detections
     assert Path(tmp_path).is_dir()
 
 
