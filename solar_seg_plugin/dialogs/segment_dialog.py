@@ -66,6 +66,9 @@ class SegmentDialog(QDialog):
         self.task: tasks.SegmentTask | None = None
         self.meta: Any = None  # the model's metadata (engine `info`), when read
         self.meta_path = ""
+        # The user typed a band mapping after choosing the model: reading the model (some
+        # seconds, in the engine process) must not replace it when it ends.
+        self.bands_typed = False
         self.info_task: tasks.ModelInfoTask | None = None
         self.outcome: Any = None
         self.added: list = []
@@ -144,6 +147,7 @@ class SegmentDialog(QDialog):
         lay.addLayout(grid)
         add_task_footer(self, lay, tr("Segment"))
         self.model_edit.changed.connect(self.model_changed)
+        self.bands_edit.textEdited.connect(lambda _t: setattr(self, "bands_typed", True))
         self.layer_combo.layerChanged.connect(lambda _l: self._source_changed())
         self.file_edit.changed.connect(lambda _t: self._source_changed())
         last = self.settings.get("segment/last_model", "", str)
@@ -177,6 +181,7 @@ class SegmentDialog(QDialog):
         band mapping, threshold, window size and overlap from it."""
         show_error(self.errors["model"], None)
         self.meta, self.meta_path = None, path
+        self.bands_typed = False
         if self.info_task is not None:
             tasks.detach(self.info_task)
             self.info_task = None
@@ -199,7 +204,8 @@ class SegmentDialog(QDialog):
             return
         meta = task.result
         self.meta = meta
-        self.prefill_bands()
+        if not self.bands_typed:
+            self.prefill_bands()
         self.threshold_spin.setValue(float(meta.threshold))
         self.tile_spin.setValue(int(meta.tile_size))
         self.overlap_spin.setValue(int(meta.overlap))

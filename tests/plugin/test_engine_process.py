@@ -101,3 +101,23 @@ def test_an_error_event_without_message_is_still_a_message(tmp_path):
     fake.chmod(0o755)
     out = run_engine(str(fake), ["stats", "x"])
     assert out.returncode == 2 and out.error == "the engine reported an error"
+
+
+def test_run_engine_closes_its_pipes(tmp_path):
+    """Left open, each pipe was a ResourceWarning with a traceback in QGIS's message log
+    (two per engine task: seen in the real QGIS desktop)."""
+    import gc
+    import warnings
+
+    from solar_seg_plugin.engine_process import run_engine
+
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho \'{"event": "result", "data": {"ok": 1}}\'\necho err >&2\n')
+    fake.chmod(0o755)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        out = run_engine(str(fake), ["stats", "x"])
+        gc.collect()
+    assert out.ok and out.result == {"ok": 1} and out.stderr_tail == ["err"]
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []

@@ -103,6 +103,25 @@ def test_segment_haiti_outputs_on_source_grid(dialog, scenes, tiny_run, tmp_path
     again.deleteLater()
 
 
+def test_bands_typed_while_the_model_is_read_are_kept(dialog, scenes, tiny_run):
+    """Reading a model takes seconds (the engine process); a mapping the user types
+    meanwhile is not replaced by the model's bands when the reading ends (seen in the real
+    QGIS desktop: about 10 s with the engine's own environment)."""
+    from qgis.PyQt.QtTest import QTest
+
+    dialog.layer_combo.setLayer(add_layer(scenes / "rgbn_haiti_5m.tif"))
+    dialog.model_edit.setText(str(tiny_run))
+    assert dialog.info_task is not None
+    dialog.bands_edit.clear()
+    QTest.keyClicks(dialog.bands_edit, "1,2,3,4")
+    wait_for_model(dialog)
+    assert dialog.bands_edit.text() == "1,2,3,4"
+    dialog.model_edit.setText("")  # a model chosen again: its bands are pre-filled
+    dialog.model_edit.setText(str(tiny_run))
+    wait_for_model(dialog)
+    assert dialog.bands_edit.text() == "4,3,2,8"
+
+
 def test_landsat_three_bands_shows_band_error(dialog, scenes, tiny_run, tmp_path):
     """The engine's check_segment refuses the mapping; its message is beside Bands."""
     source = add_layer(scenes / "landsat8_b2b3b4_foz_30m.tif")
