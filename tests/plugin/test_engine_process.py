@@ -29,7 +29,10 @@ def test_engine_error_is_one_line_naming_the_file(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     out = run_engine(sys.executable, ["segment", str(bad), str(bad), "--out", str(tmp_path / "o")])
     assert out.returncode == 2 and not out.ok
-    assert out.error_type == "ModelFileError" and str(bad) in out.error and "\n" not in out.error
+    # Model and "raster" are both the broken file: the engine's check reports both.
+    assert out.error_type == "ValidationError" and str(bad) in out.error and "\n" not in out.error
+    assert [p["field"] for p in out.problems] == ["model", "raster"]
+    assert all(str(bad) in p["message"] for p in out.problems)
 
 
 def test_a_killed_engine_is_a_message_and_the_next_task_runs(qgis_app, solafune, tmp_path):
