@@ -212,6 +212,9 @@ def options_key(model_file: Path, options: SegmentOptions) -> str:
     """The part of a scene's done-marker key shared by all scenes: the model file's
     content and the options that change outputs."""
     opts = {f.name: getattr(options, f.name) for f in fields(options) if f.name not in NOT_IN_KEY}
+    for name in ("threshold", "min_area_m2"):  # 50 and 50.0 are the same option
+        if opts[name] is not None:
+            opts[name] = float(opts[name])
     text = json.dumps({"v": MARKER_VERSION, "model": _file_sha256(model_file), **opts},
                       sort_keys=True)  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:32]
