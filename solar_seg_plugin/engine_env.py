@@ -35,6 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .engine_process import close_pipes
+
 PLUGIN_DIR = Path(__file__).resolve().parent
 REQUIREMENTS = PLUGIN_DIR / "engine-requirements.txt"
 ENV_FOLDER = "solarseg-engine"  # under the QGIS profile's python folder
@@ -529,6 +531,7 @@ def run_plan(
                 proc.kill()
             reader.join(timeout=0.2)
         reader.join(timeout=5)
+        close_pipes(proc, [reader])
         count += seen[0]
         seconds = time.monotonic() - start
         if cancelled_at is not None:

@@ -155,6 +155,7 @@ def run_engine(
     outcome.returncode = proc.wait()
     for t in readers:
         t.join(timeout=5)
+    close_pipes(proc, readers)
     outcome.stderr_tail = list(tail)
     if outcome.returncode and outcome.returncode < 0 and not outcome.cancelled:
         last = next((s for s in reversed(outcome.stderr_tail) if s.strip()), "")
@@ -167,6 +168,17 @@ def run_engine(
     return outcome
 
 
+def close_pipes(proc: subprocess.Popen, readers: list[threading.Thread]) -> None:
+    """Close the pipes of a finished process once their readers are done (left open,
+    each is a ResourceWarning with a traceback in QGIS's message log). A pipe a
+    grandchild still holds is left to its reader thread."""
+    if any(t.is_alive() for t in readers):
+        return
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def default_engine_python(configured: str | None = None, fallback: str | None = None) -> str:
     """The engine's Python: the plugin setting, else ``$SOLARSEG_ENGINE_PYTHON`` (``make
     run`` points it at the project's .venv), else ``fallback`` (the environment the
@@ -174,4 +186,4 @@ def default_engine_python(configured: str | None = None, fallback: str | None = 
     return configured or os.environ.get(ENGINE_PYTHON_VAR) or fallback or sys.executable
 
 
-__all__ = ["EngineOutcome", "run_engine", "engine_command", "default_engine_python"]
+__all__ = ["EngineOutcome", "run_engine", "engine_command", "default_engine_python", "close_pipes"]

@@ -51,6 +51,7 @@ class SolarSegPlugin:
         self.dialogs: dict[str, QWidget] = {}
         self.analyses: list[Any] = []
         self._engine_ok: set[str] = set()  # engine Pythons found usable this session
+        self._engine_warning: Any = None  # the "engine is not installed" message bar item
 
     # --- QGIS entry points -------------------------------------------------------
     def initProcessing(self) -> None:  # noqa: N802 (QGIS API name)
@@ -106,6 +107,7 @@ class SolarSegPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        self._dismiss_engine_warning()
         _remove_warning_filter(QUIET_WARNINGS[1])
         _forget_submodules(__package__)
 
@@ -147,6 +149,7 @@ class SolarSegPlugin:
         problem = self.engine_problem()
         if problem:
             log(problem)
+            self._dismiss_engine_warning()
             bar = self.iface.messageBar()
             item = bar.createMessage(
                 PLUGIN_NAME, tr("the engine is not installed: {}").format(problem)
@@ -155,7 +158,25 @@ class SolarSegPlugin:
             button.clicked.connect(lambda _c=False: self.show_engine_dialog())
             item.layout().addWidget(button)
             bar.pushWidget(item, Qgis.Warning)
+            self._engine_warning = item
         return problem
+
+    def _dismiss_engine_warning(self) -> None:
+        """Take the load-time "engine is not installed" warning off the message bar once
+        the engine is usable (it would otherwise come back after every other message)."""
+        item, self._engine_warning = self._engine_warning, None
+        if item is None:
+            return
+        try:
+            self.iface.messageBar().popWidget(item)
+        except RuntimeError:  # closed by the user: the item is already deleted
+            pass
+
+    def _engine_ready(self, python: str) -> None:
+        """The engine dialog's doctor found ``python`` ready (it imported everything)."""
+        self._engine_ok.add(python)
+        if python == self.engine_python():
+            self._dismiss_engine_warning()
 
     def show_engine_dialog(self) -> QWidget:
         """The engine environment dialog (doctor report, installer, choose a Python)."""
@@ -164,6 +185,7 @@ class SolarSegPlugin:
         def build() -> QWidget:
             dlg = EngineDialog(self.engine_python(), self.iface.mainWindow())
             dlg.engine_changed.connect(lambda _p: self._engine_ok.clear())
+            dlg.engine_ready.connect(safe_slot(self._engine_ready))
             return dlg
 
         return self._show("engine", build)
@@ -174,6 +196,7 @@ class SolarSegPlugin:
         if problem:
             self.show_engine_dialog()
             return False
+        self._dismiss_engine_warning()
         return True
 
     def _keep(self, key: str, widget: QWidget) -> None:

@@ -300,6 +300,50 @@ def segment_args(model_path: Path, raster_path: Path, out_dir: Path, o: Any) -> 
     return args
 
 
+def segment_many_args(
+    model_path: Path,
+    inputs: list[str | Path],
+    out_dir: Path,
+    o: Any,
+    workers: int | None = None,
+    scheduler: str | None = None,
+) -> list[str]:
+    """``python -m core segment-many`` arguments: the same options as :func:`segment_args`
+    (polygons are always made), inputs = rasters, folders or list files, and where the
+    scenes run (a LocalCluster of ``workers``, or an existing Dask ``scheduler``)."""
+    args = segment_args(model_path, Path("-"), out_dir, o)
+    args = [a for a in args if a != "--polygons"]
+    args[0:3] = ["segment-many", str(model_path), *[str(p) for p in inputs]]
+    if workers:
+        args += ["--workers", str(int(workers))]
+    if scheduler:
+        args += ["--scheduler", scheduler]
+    return args
+
+
+class SegmentManyTask(EngineProcessTask):
+    """``segment-many`` in the engine process (Dask distributed there): per-scene
+    outputs, the merged panels.gpkg and summary.csv; result = the engine's result data."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        inputs: list[str | Path],
+        out_dir: str | Path,
+        options: Any,
+        workers: int | None = None,
+        scheduler: str | None = None,
+        python: str | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        args = segment_many_args(Path(model_path), inputs, self.out_dir, options, workers,
+                                 scheduler)  # fmt: skip
+        super().__init__(f"SolarSeg: segment {len(inputs)} input(s)", args, python)
+
+    def convert(self, data: dict) -> Any:
+        return SimpleNamespace(**data)
+
+
 class SegmentTask(EngineProcessTask):
     """``segment`` in the engine process; with ground truth also the error overlay
     (computed here from the written probability raster)."""

@@ -1,4 +1,5 @@
-"""Command-line commands of the segmentation side: ``segment`` and ``export-onnx``.
+"""Command-line commands of the segmentation side: ``segment``, ``segment-many``,
+``info`` and ``export-onnx``.
 
 Registered on ``python -m core`` by :func:`add_segment_commands`. Input errors are raised
 (RasterError, ModelFileError, OutputExistsError are ValueErrors); the top-level CLI
@@ -43,18 +44,41 @@ def _progress_printer():
     return show
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
-    from ..segment.engine import SegmentOptions, check_segment, segment_raster
-    from ..segment.options import ReferenceOptions
+def add_segment_options(p: argparse.ArgumentParser, polygons_flag: bool = True) -> None:
+    """The options of ``segment``, shared by ``segment-many`` (one definition)."""
+    p.add_argument(
+        "--bands",
+        type=parse_band_list,
+        default=None,
+        help="raster bands (1-based) mapped onto the model's inputs in order, e.g. 3,2,1,1; "
+        "default: the model's own band selection",
+    )
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--tile", type=int, default=None, help="window side in source pixels")
+    p.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbours")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threshold", type=float, default=None, help="default: the model's")
+    if polygons_flag:
+        p.add_argument("--polygons", action="store_true", help="also write panels.gpkg")
+    p.add_argument(
+        "--min-area", type=float, default=0.0, metavar="M2", help="drop smaller polygons (m²)"
+    )
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x time)")
+    p.add_argument(
+        "--probability-dtype",
+        choices=("float32", "uint8"),
+        default="float32",
+        help="float32 0..1 (nodata NaN) or uint8 0..254 (scale 1/254, nodata 255)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
-    reference = None
-    if args.reference:
-        reference = ReferenceOptions(
-            args.reference, args.reference_layer, args.reference_where,
-            args.reference_field, args.all_touched,
-        )  # fmt: skip
 
-    options = SegmentOptions(
+def segment_options(args: argparse.Namespace, polygons: bool | None = None):
+    """SegmentOptions from the arguments :func:`add_segment_options` defined."""
+    from ..segment.options import SegmentOptions
+
+    return SegmentOptions(
         tile_size=args.tile,
         overlap=args.overlap,
         batch_size=args.batch_size,
@@ -63,12 +87,23 @@ def cmd_segment(args: argparse.Namespace) -> int:
         backend=args.backend,
         device=args.device,
         probability_dtype=args.probability_dtype,
-        polygons=args.polygons,
+        polygons=args.polygons if polygons is None else polygons,
         min_area_m2=args.min_area,
         tta=args.tta,
         overwrite=args.overwrite,
-        reference=reference,
     )
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from ..segment.engine import check_segment, segment_raster
+    from ..segment.options import ReferenceOptions
+
+    options = segment_options(args)
+    if args.reference:
+        options.reference = ReferenceOptions(
+            args.reference, args.reference_layer, args.reference_where,
+            args.reference_field, args.all_touched,
+        )  # fmt: skip
     session = args.session
     if args.check:
         return report_checked(session, check_segment(args.model, args.raster, args.out, options)[0])
@@ -83,8 +118,86 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for path in result.outputs:
         print(f"wrote {path}")
     print(result.summary())
-    if result.plants_text:
-        print(result.plants_text)
+    return 0
+
+
+def _scenes_bar():
+    """The terminal progress of segment-many: a tqdm bar in km² (scenes done, failed,
+    km²/min and ETA), other stages as lines. Returns (show, close)."""
+    from tqdm import tqdm
+
+    state: dict = {"bar": None}
+    lines = _progress_printer()
+
+    def show(p: Progress) -> None:
+        info = p.info or {}
+        if p.stage != "segment-many" or "km2_total" not in info:
+            if state["bar"] is None:
+                lines(p)
+            return
+        bar = state["bar"]
+        if bar is None:
+            bar = state["bar"] = tqdm(
+                total=round(info["km2_total"], 2), unit="km²", file=sys.stderr,
+                dynamic_ncols=True, desc="scenes", bar_format="{desc}: {percentage:3.0f}%|"
+                "{bar}| {n:.2f}/{total:.2f} km² [{elapsed}<{remaining}, {rate_fmt}]{postfix}",
+            )  # fmt: skip
+        bar.update(max(0.0, round(info["km2_done"], 2) - bar.n))
+        bar.set_postfix_str(
+            f"{info['scenes_done']}/{info['scenes_total']} scenes, "
+            f"{info['scenes_failed']} failed, {info['scenes_skipped']} skipped"
+        )
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+    return show, close
+
+
+def cmd_segment_many(args: argparse.Namespace) -> int:
+    from ..segment.many import ClusterOptions, check_segment_many, segment_many
+
+    options = segment_options(args, polygons=True)
+    cluster = ClusterOptions(
+        scheduler=args.scheduler,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        retries=args.retries,
+    )
+    session = args.session
+    if args.check:
+        problems, _ = check_segment_many(args.model, args.inputs, args.out, options, cluster)
+        return report_checked(session, problems)
+    show, close = _scenes_bar()
+    try:
+        result = segment_many(
+            args.model, args.inputs, args.out, options, cluster,
+            session.progress(show), session.cancel,
+        )  # fmt: skip
+    finally:
+        close()
+    session.result(
+        {
+            "out": str(result.out_dir),
+            "summary_csv": str(result.summary_path),
+            "polygons": str(result.polygons_path) if result.polygons_path else None,
+            "scenes": [dataclasses.asdict(r) for r in result.rows],
+            "counts": result.counts,
+            "panels": result.panels,
+            "panel_area_ha": result.panel_area_ha,
+            "seconds": result.seconds,
+            "workers": result.workers,
+            "summary": result.summary(),
+        }
+    )
+    for row in result.rows:
+        if row.status == "failed":
+            print(f"failed: {row.scene}: {row.error}")
+    for path in (result.polygons_path, result.summary_path):
+        if path:
+            print(f"wrote {path}")
+    print(result.summary())
     return 0
 
 
@@ -124,7 +237,7 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``segment`` and ``export-onnx`` on ``python -m core``'s subparsers."""
     p = subparsers.add_parser(
         "segment",
-        help="segment a whole raster: probability.tif, mask.tif [, panels.gpkg, plants.*]",
+        help="segment a whole raster: probability.tif, mask.tif [, panels.gpkg]",
         description="Segment a raster of any size with a model (run folder, .pt model "
         "file or .onnx file) and write probability.tif, mask.tif and, with --polygons, "
         "panels.gpkg into the output folder, on the raster's own grid.",
@@ -132,31 +245,7 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="run folder, model file (.pt) or ONNX file (.onnx)")
     p.add_argument("raster", help="raster to segment (any format GDAL reads)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument(
-        "--bands",
-        type=parse_band_list,
-        default=None,
-        help="raster bands (1-based) mapped onto the model's inputs in order, e.g. 3,2,1,1; "
-        "default: the model's own band selection",
-    )
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--tile", type=int, default=None, help="window side in source pixels")
-    p.add_argument("--overlap", type=int, default=None, help="pixels shared by neighbours")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threshold", type=float, default=None, help="default: the model's")
-    p.add_argument("--polygons", action="store_true", help="also write panels.gpkg")
-    p.add_argument(
-        "--min-area", type=float, default=0.0, metavar="M2", help="drop smaller polygons (m²)"
-    )
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x time)")
-    p.add_argument(
-        "--probability-dtype",
-        choices=("float32", "uint8"),
-        default="float32",
-        help="float32 0..1 (nodata NaN) or uint8 0..254 (scale 1/254, nodata 255)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_segment_options(p)
     p.add_argument(
         "--check", action="store_true",
         help="only check model, raster, bands and options (every problem, nothing written)",
@@ -176,6 +265,34 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
         "--all-touched", action="store_true", help="reference plants: burn every touched pixel"
     )
     p.set_defaults(func=cmd_segment)
+
+    m = subparsers.add_parser(
+        "segment-many",
+        help="segment many rasters on a Dask cluster: OUT/<scene>/, panels.gpkg, summary.csv",
+        description="Segment several rasters (files, folders, or text files listing paths) "
+        "with one model on Dask distributed: a LocalCluster on this machine, or an existing "
+        "scheduler (--scheduler). Each scene gets segment's outputs in OUT/<scene>/ (polygons "
+        "always); OUT/panels.gpkg has every scene's polygons, each plant once where scenes "
+        "overlap, and OUT/summary.csv one row per scene. A second run skips complete scenes.",
+    )
+    m.add_argument("model", help="run folder, model file (.pt) or ONNX file (.onnx)")
+    m.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="raster, folder of rasters, or .txt file listing raster paths")  # fmt: skip
+    m.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_segment_options(m, polygons_flag=False)
+    m.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                   help="an existing Dask scheduler (default: a LocalCluster here)")  # fmt: skip
+    m.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="LocalCluster worker processes (default: the cores)")  # fmt: skip
+    m.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
+                   help="scenes at once per worker (sharing its model; default 1)")  # fmt: skip
+    m.add_argument("--retries", type=int, default=1,
+                   help="extra attempts of a scene after an unexpected error (default 1)")  # fmt: skip
+    m.add_argument(
+        "--check", action="store_true",
+        help="only check model, inputs, output folder and options (nothing written)",
+    )  # fmt: skip
+    m.set_defaults(func=cmd_segment_many)
 
     i = subparsers.add_parser(
         "info", help="a model's metadata (bands, normalisation, threshold, tile, metrics...)"

@@ -69,9 +69,12 @@ def format_metrics(m: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluate import evaluate
+    from ..evaluation.evaluate import check_evaluate, evaluate
     from ..models.build import resolve_model_path
 
+    if args.check:
+        problems = check_evaluate(args.model, args.dataset, args.split, args.threshold, args.device)
+        return report_checked(args.session, problems)
     model_path = resolve_model_path(args.model)
     out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
     plants_csv = args.plants_csv or model_path.parent / f"evaluate_{args.split}_plants.csv"
@@ -170,6 +173,10 @@ def add_train_commands(sub) -> None:
         help="flip test-time augmentation (default: as the model was trained)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--check", action="store_true",
+        help="only check model, dataset, split and threshold (every problem, nothing written)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="before/after metrics and config differences")

@@ -24,9 +24,10 @@ from ..data.dataset import TileDataset
 from ..data.discovery import DatasetError, Pair, find_dataset
 from ..data.splits import split_pairs, split_signature
 from ..data.tiles import Tile
-from ..errors import InputError
+from ..errors import InputError, Problem, UserError, raise_problems
 from ..io import atomic_write_text
 from ..models.build import ModelMeta, load_model, min_input_side, resolve_device
+from ..models.meta import read_model_meta
 from ..progress import CancelFn, ProgressFn, never_cancel, no_progress
 from .plants import plants_of_predictions, write_plants_csv
 from .predict import iter_native_probabilities
@@ -153,6 +154,41 @@ def predict_dataset(
     ]
 
 
+def check_evaluate(
+    model_path: str | Path,
+    dataset_path: str | Path | None = None,
+    split: str = "test",
+    threshold: float | None = None,
+    device: str = "auto",
+) -> list[Problem]:
+    """The one check of an evaluation's (and a split prediction's) inputs: every problem
+    keyed by field (``model``, ``dataset``, ``split``, ``threshold``, ``device``), before
+    the network is built or anything is written."""
+    problems: list[Problem] = []
+    if split not in ("train", "val", "test", "all"):
+        problems.append(Problem("split", f"split must be train, val, test or all, got {split!r}"))
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        problems.append(Problem("threshold", f"threshold must be in [0, 1], got {threshold}"))
+    try:
+        resolve_device(device)
+    except UserError as exc:
+        problems.append(Problem.of("device", exc))
+    try:
+        meta = read_model_meta(model_path)  # metadata only: the weights are not read
+    except UserError as exc:
+        return problems + [Problem.of("model", exc)]
+    if any(p.field == "split" for p in problems):
+        return problems
+    try:
+        pairs = split_of_model(meta, dataset_path, split, model_path)
+    except UserError as exc:
+        return problems + [Problem.of("dataset", exc)]
+    if split != "all" and not any(p.split == split for p in pairs):
+        where = dataset_path or "the model's dataset"
+        problems.append(Problem("split", f"{where}: split {split!r} has no tiles"))
+    return problems
+
+
 def predict_split(
     model_path: str | Path,
     dataset_path: str | Path | None = None,
@@ -167,6 +203,7 @@ def predict_split(
     The tiles are chosen by :func:`split_of_model`: the training split on the model's
     own dataset, every tile (``all``) of another dataset.
     """
+    raise_problems(check_evaluate(model_path, dataset_path, split, None, device))
     dev = resolve_device(device)
     model, meta = load_model(model_path, dev)
     pairs = split_of_model(meta, dataset_path, split, model_path)
@@ -212,6 +249,7 @@ def evaluate(
     seeded split settings (seed, fractions, group regex) applied to it. Training-time
     tile selection (``data.limit``, the training split) never applies to it.
     """
+    raise_problems(check_evaluate(model_path, dataset_path, split, threshold, device))
     meta, preds = predict_split(
         model_path, dataset_path, split, progress, cancel, tta=tta, device=device
     )

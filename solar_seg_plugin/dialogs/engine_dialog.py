@@ -96,6 +96,7 @@ class EngineDialog(QDialog):
     """Current engine Python + doctor report; install or choose another Python."""
 
     engine_changed = pyqtSignal(str)  # the new engine Python, once set
+    engine_ready = pyqtSignal(str)  # the doctor found this engine Python ready
 
     def __init__(
         self,
@@ -236,6 +237,21 @@ class EngineDialog(QDialog):
         self.doctor = proc
         proc.start(cmd[0], cmd[1:])
 
+    def _stop_doctor(self) -> None:
+        """Kill a running doctor; its late signals are disconnected first."""
+        proc, self.doctor = self.doctor, None
+        if proc is None:
+            return
+        for signal in (proc.finished, proc.errorOccurred):
+            try:
+                signal.disconnect()
+            except TypeError:  # nothing connected
+                pass
+        proc.kill()
+        proc.waitForFinished(2000)
+        proc.deleteLater()
+        self.check_button.setEnabled(True)
+
     def _doctor_error(self, error: QProcess.ProcessError) -> None:
         if self.doctor is not None and error == QProcess.FailedToStart:
             self._show_report(None, tr("cannot start {}: {}").format(
@@ -280,6 +296,7 @@ class EngineDialog(QDialog):
                 text = tr("Ready: torch {} on {}").format(report["packages"]["torch"],
                                                           report["device"])  # fmt: skip
                 self.status_label.setText(f"<span style='color:#1b7f3b'>{text}</span>")
+                self.engine_ready.emit(self.python)
             else:
                 problems = "; ".join(f"{k}: {v}" for k, v in report["problems"].items())
                 self.status_label.setText(
@@ -309,6 +326,7 @@ class EngineDialog(QDialog):
 
     def use_python(self, python: str) -> None:
         """Make ``python`` the engine's Python (plugin setting) and check it."""
+        self._stop_doctor()  # a check of the previous Python must not report for this one
         self.python = str(python)
         self.settings.set("engine_python", self.python)
         self._show_python()
@@ -426,10 +444,7 @@ class EngineDialog(QDialog):
             except (RuntimeError, TypeError):  # already deleted or disconnected
                 pass
         self.install_task = self.detect_task = None
-        if self.doctor is not None:
-            self.doctor.kill()
-            self.doctor.waitForFinished(2000)
-            self.doctor = None
+        self._stop_doctor()
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)

@@ -40,6 +40,7 @@ from ..common import (
     safe_slot,
     tr,
 )
+from ..core.errors import UserError
 from ..vector_source import polygon_source
 from .widgets import (
     ERROR_STYLE,
@@ -69,6 +70,9 @@ class SegmentDialog(QDialog):
         self.task: tasks.SegmentTask | None = None
         self.meta: Any = None  # the model's metadata (engine `info`), when read
         self.meta_path = ""
+        # The user typed a band mapping after choosing the model: reading the model (some
+        # seconds, in the engine process) must not replace it when it ends.
+        self.bands_typed = False
         self.info_task: tasks.ModelInfoTask | None = None
         self.outcome: Any = None
         self.added: list = []
@@ -156,6 +160,7 @@ class SegmentDialog(QDialog):
         lay.addLayout(grid)
         add_task_footer(self, lay, tr("Segment"))
         self.model_edit.changed.connect(self.model_changed)
+        self.bands_edit.textEdited.connect(lambda _t: setattr(self, "bands_typed", True))
         self.layer_combo.layerChanged.connect(lambda _l: self._source_changed())
         self.file_edit.changed.connect(lambda _t: self._source_changed())
         last = self.settings.get("segment/last_model", "", str)
@@ -191,15 +196,26 @@ class SegmentDialog(QDialog):
         return None
 
     def model_changed(self, path: str) -> None:
-        """Read the model's metadata in the engine process; when it arrives, pre-fill
-        band mapping, threshold, window size and overlap from it."""
+        """Read the model's metadata and pre-fill band mapping, threshold, window size
+        and overlap from it: a ``.pt`` model (or run folder) at once, with the engine's
+        torch-free reader; an ONNX file in the engine process (``info``)."""
         show_error(self.errors["model"], None)
         self.meta, self.meta_path = None, path
+        self.bands_typed = False
         if self.info_task is not None:
             tasks.detach(self.info_task)
             self.info_task = None
         if not path:
             self.model_info.clear()
+            return
+        if not path.lower().endswith(".onnx"):
+            from ..core.models.meta import read_model_meta  # pure: zip + restricted pickle
+
+            try:
+                self._apply_meta(read_model_meta(path), path)
+            except UserError as exc:
+                show_error(self.errors["model"], str(exc))
+                self.model_info.clear()
             return
         self.model_info.setText(tr("Reading the model…"))
         task = tasks.ModelInfoTask(path)
@@ -215,13 +231,16 @@ class SegmentDialog(QDialog):
                 show_error(self.errors["model"], task.error_message())
             self.model_info.clear()
             return
-        meta = task.result
+        self._apply_meta(task.result, task.model_path)
+
+    def _apply_meta(self, meta: Any, path: str) -> None:
         self.meta = meta
-        self.prefill_bands()
+        if not self.bands_typed:
+            self.prefill_bands()
         self.threshold_spin.setValue(float(meta.threshold))
         self.tile_spin.setValue(int(meta.tile_size))
         self.overlap_spin.setValue(int(meta.overlap))
-        if task.model_path.lower().endswith(".onnx"):
+        if path.lower().endswith(".onnx"):
             self.backend_combo.setCurrentText("onnx")
         self._update_hint()
 

@@ -177,7 +177,7 @@ class TrainDialog(QDialog):
         self.summary_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         lay.addWidget(self.summary_label)
         self.summary_table = QTableWidget(0, len(SUMMARY_METRICS))
-        self.summary_table.setHorizontalHeaderLabels([m.upper() if m == "iou" else m.capitalize()
+        self.summary_table.setHorizontalHeaderLabels(["IoU" if m == "iou" else m.capitalize()
                                                       for m in SUMMARY_METRICS])  # fmt: skip
         self.summary_table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.summary_table.setMaximumHeight(120)

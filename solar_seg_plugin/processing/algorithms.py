@@ -1,4 +1,5 @@
-"""Processing algorithms wrapping the engine: Segment raster, Evaluate model, Train model.
+"""Processing algorithms wrapping the engine: Segment raster, Segment many rasters,
+Evaluate model, Train model.
 
 They run from the toolbox, in batch mode, in the graphical modeler and from
 ``processing.run("solarseg:...", {...})``. Each one runs the engine's own command
@@ -39,6 +40,7 @@ from qgis.core import (
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
@@ -278,6 +280,176 @@ class SegmentRasterAlgorithm(_Base):
             "PANELS": str(result.polygons_path) if result.polygons_path else None,
             "PANEL_COUNT": result.panels,
             "PANEL_AREA_HA": result.panel_area_ha,
+        }
+
+
+class SegmentManyRastersAlgorithm(_Base):
+    """``segment-many``: several rasters (layers and/or a folder) on Dask distributed."""
+
+    INPUTS, FOLDER, MODEL, BANDS, THRESHOLD = "INPUTS", "FOLDER", "MODEL", "BANDS", "THRESHOLD"
+    TILE_SIZE, OVERLAP, BATCH_SIZE, BACKEND, DEVICE = (
+        "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "BACKEND", "DEVICE"
+    )  # fmt: skip
+    MIN_AREA, WORKERS, SCHEDULER, OUTPUT_FOLDER = (
+        "MIN_AREA",
+        "WORKERS",
+        "SCHEDULER",
+        "OUTPUT_FOLDER",
+    )
+
+    def name(self) -> str:
+        return "segmentmany"
+
+    def displayName(self) -> str:  # noqa: N802
+        return tr("Segment many rasters")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return tr(
+            "Segments several rasters (the layers chosen and/or every raster of a folder) "
+            "with one model on Dask distributed: a local cluster of worker processes, or an "
+            "existing Dask scheduler (tcp://HOST:8786) whose workers see the same paths. "
+            "Each raster gets probability.tif, mask.tif and panels.gpkg in "
+            "OUTPUT/<raster name>/; OUTPUT/panels.gpkg has every raster's polygons (a plant "
+            "seen by overlapping rasters once, with its raster in the 'scene' field) and "
+            "OUTPUT/summary.csv one row per raster (status, error, km², panels, hectares). "
+            "Running again into the same folder skips the rasters already done; a raster "
+            "that fails is reported and the others go on."
+        )
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(
+            QgsProcessingParameterMultipleLayers(
+                self.INPUTS, tr("Rasters to segment"), QgsProcessing.TypeRaster, optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.FOLDER, tr("and/or a folder of rasters"),
+                behavior=QgsProcessingParameterFile.Folder, optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL,
+                tr("Model file (model.pt or .onnx)"),
+                fileFilter=tr("SolarSeg models (*.pt *.onnx)"),
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.BANDS, tr("Band mapping (e.g. 1,2,3,4; empty = model's bands)"),
+                optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.THRESHOLD, tr("Threshold (empty = model's)"),
+                QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0,
+            )
+        )  # fmt: skip
+        for key, label in (
+            (self.TILE_SIZE, tr("Window size in pixels (empty = model's)")),
+            (self.OVERLAP, tr("Window overlap in pixels (empty = model's)")),
+        ):
+            self.addParameter(QgsProcessingParameterNumber(key, label, optional=True, minValue=0))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE, tr("Batch size"), defaultValue=8, minValue=1
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(self.BACKEND, tr("Backend"), BACKENDS, defaultValue=0)
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(self.DEVICE, tr("Device"), DEVICES, defaultValue=0)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_AREA, tr("Smallest polygon (m²)"), QgsProcessingParameterNumber.Double,
+                defaultValue=0.0, minValue=0.0,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.WORKERS, tr("Local worker processes (empty = the cores)"), optional=True,
+                minValue=1,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.SCHEDULER, tr("Dask scheduler (tcp://HOST:8786; empty = local cluster)"),
+                optional=True,
+            )
+        )  # fmt: skip
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, tr("Output folder"))
+        )
+        self.addOutput(QgsProcessingOutputVectorLayer("PANELS", tr("Polygons of all rasters")))
+        self.addOutput(QgsProcessingOutputFile("SUMMARY", tr("Summary (CSV)")))
+        self.addOutput(QgsProcessingOutputNumber("PANEL_COUNT", tr("Number of polygons")))
+        self.addOutput(QgsProcessingOutputNumber("PANEL_AREA_HA", tr("Polygon area (ha)")))
+        self.addOutput(QgsProcessingOutputNumber("SCENES_FAILED", tr("Rasters that failed")))
+
+    def processAlgorithm(  # noqa: N802
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict:
+        inputs: list[str] = []
+        for layer in self.parameterAsLayerList(parameters, self.INPUTS, context) or []:
+            path = layer.source().split("|")[0]
+            if layer.providerType() != "gdal" or not Path(path).exists():
+                raise QgsProcessingException(
+                    tr("{} is not a raster file on disk (GDAL)").format(layer.name())
+                )
+            inputs.append(path)
+        folder = self.parameterAsFile(parameters, self.FOLDER, context)
+        if folder:
+            inputs.append(folder)
+        if not inputs:
+            raise QgsProcessingException(tr("Choose rasters to segment or a folder of rasters"))
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        out_dir = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
+        try:
+            bands = parse_bands(self.parameterAsString(parameters, self.BANDS, context))
+        except ValueError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        backend = BACKENDS[self.parameterAsEnum(parameters, self.BACKEND, context)]
+        if backend == "auto":
+            backend = "onnx" if model.lower().endswith(".onnx") else "torch"
+        from ..core.segment.options import SegmentOptions  # pure Python
+        from ..tasks import segment_many_args
+
+        options = SegmentOptions(
+            tile_size=_int_or_none(self._optional_number(parameters, self.TILE_SIZE, context)),
+            overlap=_int_or_none(self._optional_number(parameters, self.OVERLAP, context)),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            threshold=self._optional_number(parameters, self.THRESHOLD, context),
+            bands=bands,
+            backend=backend,
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            polygons=True,
+            min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+        )
+        workers = _int_or_none(self._optional_number(parameters, self.WORKERS, context))
+        scheduler = self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None
+        feedback.pushInfo(tr("Segmenting {} input(s) with {}").format(len(inputs), model))
+        args = segment_many_args(Path(model), inputs, Path(out_dir), options, workers, scheduler)
+        data = self._run_engine(args, feedback)
+        for row in data.get("scenes", []):
+            if row.get("status") == "failed":
+                feedback.reportError(f"{row['scene']}: {row['error']}")
+        if data.get("polygons"):
+            context.addLayerToLoadOnCompletion(
+                data["polygons"],
+                QgsProcessingContext.LayerDetails(tr("solar panels"), context.project(), "PANELS"),
+            )
+        feedback.pushInfo(data["summary"])
+        return {
+            self.OUTPUT_FOLDER: out_dir,
+            "PANELS": data.get("polygons"),
+            "SUMMARY": data["summary_csv"],
+            "PANEL_COUNT": data["panels"],
+            "PANEL_AREA_HA": data["panel_area_ha"],
+            "SCENES_FAILED": data["counts"].get("failed", 0),
         }
 
 

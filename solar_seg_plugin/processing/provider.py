@@ -6,13 +6,19 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..common import icon, tr
-from .algorithms import EvaluateModelAlgorithm, SegmentRasterAlgorithm, TrainModelAlgorithm
+from .algorithms import (
+    EvaluateModelAlgorithm,
+    SegmentManyRastersAlgorithm,
+    SegmentRasterAlgorithm,
+    TrainModelAlgorithm,
+)
 from .chips_algorithm import CreateTrainingDataAlgorithm
 
 
 class SolarSegProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
-        for alg in (SegmentRasterAlgorithm(), EvaluateModelAlgorithm(), TrainModelAlgorithm()):
+        for alg in (SegmentRasterAlgorithm(), SegmentManyRastersAlgorithm(), EvaluateModelAlgorithm(),
+                    TrainModelAlgorithm()):  # fmt: skip
             self.addAlgorithm(alg)
         self.addAlgorithm(CreateTrainingDataAlgorithm())
 

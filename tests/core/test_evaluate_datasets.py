@@ -156,3 +156,21 @@ def test_unknown_setting_in_user_config_still_raises(tmp_path):
     path.write_text(f"config_version: {CONFIG_VERSION}\ndata:\n  bogus: 1\n")
     with pytest.raises(ConfigError, match="data.bogus"):
         load_config(path)
+
+
+def test_check_evaluate_keys_every_problem_by_field(tiny_run, tmp_path):
+    from core.errors import ValidationError
+    from core.evaluation.evaluate import check_evaluate, evaluate
+
+    run = tiny_run.run_dir
+    assert check_evaluate(run, None, "test") == []
+    problems = check_evaluate(run, tmp_path / "nowhere", "test", 1.5, "cuda")
+    assert [p.field for p in problems] == ["threshold", "device", "dataset"]
+    assert str(tmp_path / "nowhere") in problems[2].message
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a model")
+    assert [p.field for p in check_evaluate(bad, None, "nope")] == ["split", "model"]
+    with pytest.raises(ValidationError) as info:
+        evaluate(bad, None, "nope", out_csv=tmp_path / "rows.csv")
+    assert not (tmp_path / "rows.csv").exists()
+    assert "split must be train, val, test or all" in str(info.value)

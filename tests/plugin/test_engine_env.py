@@ -344,6 +344,21 @@ def test_runner_stops_at_the_first_failure_and_on_cancel(tmp_path):
     assert missing.error.startswith("Run: cannot start /no/such/uv: ")
 
 
+def test_runner_closes_the_pipes_of_its_steps(tmp_path):
+    import gc
+    import warnings
+
+    py = sys.executable
+    steps = [Step("One", [py, "-c", "print('a')"]), Step("Two", [py, "-c", "print('b')"])]
+    plan = ee.InstallPlan(tmp_path, Path(py), steps, "", "cpu", "", "pip")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        result = ee.run_plan(plan)
+        gc.collect()
+    assert result.ok and result.lines == 2
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
 def test_engine_problem_of_a_python(tmp_path):
     assert ee.engine_problem(str(PROJECT_PYTHON)) == ""
     assert (
@@ -435,6 +450,32 @@ def test_dialog_install_runs_the_plan_and_switches_the_engine(qgis_app, tmp_path
         dlg.cancel_button.click()
         wait_until(lambda: dlg.result is not None, 30, "cancel")
         assert dlg.result.cancelled and "Cancelled." in dlg.step_label.text()
+    finally:
+        dlg.shutdown()
+        dlg.deleteLater()
+
+
+def test_dialog_switching_python_during_a_check_reports_the_new_one(qgis_app, tmp_path):
+    """ "Use an existing Python…" while the first check still runs: the report, the status
+    and ``engine_ready`` are those of the new Python, never the old check's."""
+    from solar_seg_plugin.dialogs.engine_dialog import EngineDialog
+
+    slow = tmp_path / "slow-python"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    dlg = EngineDialog(str(slow), env_dir=tmp_path / "env")
+    ready: list[str] = []
+    dlg.engine_ready.connect(ready.append)
+    try:
+        dlg.check()
+        old = dlg.doctor
+        assert old is not None
+        dlg.use_python(str(PROJECT_PYTHON))
+        assert dlg.doctor is not None and dlg.doctor is not old
+        wait_until(lambda: dlg.doctor is None, 240, "doctor")
+        assert dlg.report is not None and dlg.report["ok"], dlg.report_text
+        assert str(PROJECT_PYTHON) in dlg.report_text and "Ready" in dlg.status_label.text()
+        assert ready == [str(PROJECT_PYTHON)] and dlg.check_button.isEnabled()
     finally:
         dlg.shutdown()
         dlg.deleteLater()

@@ -29,7 +29,10 @@ def test_engine_error_is_one_line_naming_the_file(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     out = run_engine(sys.executable, ["segment", str(bad), str(bad), "--out", str(tmp_path / "o")])
     assert out.returncode == 2 and not out.ok
-    assert out.error_type == "ModelFileError" and str(bad) in out.error and "\n" not in out.error
+    # Model and "raster" are both the broken file: the engine's check reports both.
+    assert out.error_type == "ValidationError" and str(bad) in out.error and "\n" not in out.error
+    assert [p["field"] for p in out.problems] == ["model", "raster"]
+    assert all(str(bad) in p["message"] for p in out.problems)
 
 
 def test_a_killed_engine_is_a_message_and_the_next_task_runs(qgis_app, solafune, tmp_path):
@@ -101,3 +104,23 @@ def test_an_error_event_without_message_is_still_a_message(tmp_path):
     fake.chmod(0o755)
     out = run_engine(str(fake), ["stats", "x"])
     assert out.returncode == 2 and out.error == "the engine reported an error"
+
+
+def test_run_engine_closes_its_pipes(tmp_path):
+    """Left open, each pipe was a ResourceWarning with a traceback in QGIS's message log
+    (two per engine task: seen in the real QGIS desktop)."""
+    import gc
+    import warnings
+
+    from solar_seg_plugin.engine_process import run_engine
+
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho \'{"event": "result", "data": {"ok": 1}}\'\necho err >&2\n')
+    fake.chmod(0o755)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        out = run_engine(str(fake), ["stats", "x"])
+        gc.collect()
+    assert out.ok and out.result == {"ok": 1} and out.stderr_tail == ["err"]
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []

@@ -79,8 +79,8 @@ def test_load_start_unload(qgis_plugin_env):
     provider = registry.providerById("solarseg")
     assert provider is not None
     assert {a.id() for a in provider.algorithms()} == {
-        "solarseg:segmentraster", "solarseg:evaluatemodel", "solarseg:trainmodel",
-        "solarseg:createtrainingdata",
+        "solarseg:segmentraster", "solarseg:segmentmany", "solarseg:evaluatemodel",
+        "solarseg:trainmodel", "solarseg:createtrainingdata",
     }  # fmt: skip
     # engine imported as a subpackage of the plugin, never as a bare top-level "core"
     assert plugin.__class__.__module__ == f"{PLUGIN}.plugin"
@@ -150,3 +150,36 @@ def test_actions_open_dialogs_and_unload_closes_them(qgis_plugin_env, tmp_path):
     assert qgis.utils.unloadPlugin(PLUGIN)
     flush_deletes()
     assert all(sip.isdeleted(d) for d in dialogs)
+
+
+def test_engine_warning_leaves_the_message_bar_once_the_engine_is_ready(qgis_plugin_env, tmp_path):
+    """At load, an unusable engine Python gives a warning with "Set up…"; once an engine
+    Python is ready (the dialog's doctor, or the check before a tool) the warning goes,
+    instead of coming back after every later message (seen in the real QGIS desktop)."""
+    from solar_seg_plugin.common import Settings
+
+    from .test_engine_env import PROJECT_PYTHON
+
+    bar = qgis_plugin_env.messageBar()
+    bar.clearWidgets()
+    Settings().set("engine_python", str(tmp_path / "no-such-python"))
+    assert qgis.utils.loadPlugin(PLUGIN) and qgis.utils.startPlugin(PLUGIN)
+    plugin = qgis.utils.plugins[PLUGIN]
+
+    def warnings_shown() -> list[str]:
+        return [i.text() for i in bar.items() if "engine is not installed" in i.text()]
+
+    assert len(warnings_shown()) == 1
+    # the engine dialog: the user points it at a Python whose doctor reports ready
+    Settings().set("engine_python", str(PROJECT_PYTHON))
+    dlg = plugin.show_engine_dialog()
+    dlg.engine_ready.emit(str(PROJECT_PYTHON))
+    assert warnings_shown() == [] and str(PROJECT_PYTHON) in plugin._engine_ok
+
+    # or: the check before a tool finds the engine ready
+    Settings().set("engine_python", str(tmp_path / "no-such-python"))
+    plugin._engine_ok.clear()
+    assert plugin.check_engine() and len(warnings_shown()) == 1
+    Settings().set("engine_python", str(PROJECT_PYTHON))
+    assert plugin.ensure_engine() and warnings_shown() == []
+    assert qgis.utils.unloadPlugin(PLUGIN)

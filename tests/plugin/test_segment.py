@@ -103,6 +103,45 @@ def test_segment_haiti_outputs_on_source_grid(dialog, scenes, tiny_run, tmp_path
     again.deleteLater()
 
 
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_run, tmp_path_factory) -> Path:
+    from solar_seg_plugin.core.models.onnx_export import export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    export_onnx(tiny_run, path)
+    return path
+
+
+def test_a_model_file_is_read_at_once_without_the_engine(dialog, scenes, tiny_run):
+    """A .pt model (or run folder) is read in QGIS's process by the engine's torch-free
+    reader: the form is filled before setText returns, no engine process is started."""
+    dialog.layer_combo.setLayer(add_layer(scenes / "rgbn_haiti_5m.tif"))
+    dialog.model_edit.setText(str(tiny_run))
+    assert dialog.info_task is None and dialog.meta is not None
+    assert dialog.bands_edit.text() == "4,3,2,8"
+    assert dialog.threshold_spin.value() == pytest.approx(dialog.meta.threshold, abs=1e-3)
+
+
+def test_bands_typed_while_the_model_is_read_are_kept(dialog, scenes, tiny_onnx):
+    """Reading an ONNX model takes seconds (the engine process); a mapping the user
+    types meanwhile is not replaced by the model's bands when the reading ends (seen in
+    the real QGIS desktop: about 10 s with the engine's own environment)."""
+    from qgis.PyQt.QtTest import QTest
+
+    dialog.layer_combo.setLayer(add_layer(scenes / "rgbn_haiti_5m.tif"))
+    dialog.model_edit.setText(str(tiny_onnx))
+    assert dialog.info_task is not None
+    dialog.bands_edit.clear()
+    QTest.keyClicks(dialog.bands_edit, "1,2,3,4")
+    wait_for_model(dialog)
+    assert dialog.bands_edit.text() == "1,2,3,4"
+    assert dialog.backend_combo.currentText() == "onnx"
+    dialog.model_edit.setText("")  # a model chosen again: its bands are pre-filled
+    dialog.model_edit.setText(str(tiny_onnx))
+    wait_for_model(dialog)
+    assert dialog.bands_edit.text() == "4,3,2,8"
+
+
 def test_landsat_three_bands_shows_band_error(dialog, scenes, tiny_run, tmp_path):
     """The engine's check_segment refuses the mapping; its message is beside Bands."""
     source = add_layer(scenes / "landsat8_b2b3b4_foz_30m.tif")
