@@ -59,6 +59,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         min_area_m2=args.min_area,
         tta=args.tta,
         overwrite=args.overwrite,
+        precision=args.precision,
     )
     session = args.session
     if args.check:
@@ -139,6 +140,10 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
         "--min-area", type=float, default=0.0, metavar="M2", help="drop smaller polygons (m²)"
     )
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x time)")
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+        help="torch backend: fp32, bf16 autocast, or auto (bf16 where the CPU has it natively)",
+    )  # fmt: skip
     p.add_argument(
         "--probability-dtype",
         choices=("float32", "uint8"),

@@ -74,7 +74,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model_path = resolve_model_path(args.model)
     out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
-    result = evaluate(model_path, args.dataset, args.split, args.threshold, out_csv=out_csv)
+    result = evaluate(
+        model_path, args.dataset, args.split, args.threshold, out_csv=out_csv,
+        precision=args.precision,
+    )  # fmt: skip
     m = {k: result.metrics.get(k) for k in METRIC_KEYS}
     args.session.result({"metrics": m, "tiles": len(result.rows), "per_image_csv": str(out_csv)})
     if args.json:
@@ -148,6 +151,10 @@ def add_train_commands(sub) -> None:
     )
     p.add_argument("--threshold", type=float, default=None, help="default: the model's")
     p.add_argument("--csv", type=Path, default=None, help="per-image CSV path")
+    p.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default=None,
+        help="network arithmetic; default: the model's train.precision setting, resolved here",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
