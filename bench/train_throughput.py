@@ -15,8 +15,9 @@ The variants go through the engine's own code (:class:`core.models.precision.Num
 the same calls the training loop and the predictor make). Machines here are shared, so
 absolute times mean little: after ``--warmup`` untimed steps of each
 variant, every round runs each variant once (``--steps`` timed steps), in the order A,
-B, C, D, A, B, C, D, ..., and the report gives the median tiles/s per variant over rounds and
-its ratio to fp32 NCHW, together with the load average before and after.
+B, C, D, A, B, C, D, ..., and the report gives the median tiles/s per variant over rounds,
+its ratio to fp32 NCHW's median and the median of the same-round ratios (robust to
+load that drifts between rounds), with the load average before and after.
 
 On a CPU without native bf16 (no ``avx512_bf16`` / ``amx_bf16``), bf16 autocast is
 emulated by oneDNN and is expected to be slower than fp32: ``train.precision: auto``
@@ -152,10 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         rates = measure(step, tiles, what)
         med = {n: statistics.median(r) for n, r in rates.items()}
         ref = med.get("fp32_nchw")
+        base = rates.get("fp32_nchw")
         out[what] = {
             n: {
                 "tiles_per_s": med[n],
                 "ratio": (med[n] / ref) if ref else None,
+                # Same-round ratios: robust to load that drifts between rounds.
+                "round_ratio": statistics.median(a / b for a, b in zip(rates[n], base, strict=True))
+                if base
+                else None,
                 "rounds": rates[n],
             }  # fmt: skip
             for n in names
@@ -170,10 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         shape = (f"batch {args.batch} x 4 x {args.size}^2, fwd+bwd+AdamW" if what == "train"
                  else f"batch {args.eval_batch} x 4 x {args.eval_size}^2, inference")  # fmt: skip
         print(f"\n{what} ({shape})")
-        print(f"{'variant':<20} {'tiles/s':>9} {'x fp32 NCHW':>12}")
+        print(f"{'variant':<20} {'tiles/s':>9} {'x fp32 NCHW':>12} {'same-round x':>13}")
         for n, r in out[what].items():
             ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-            print(f"{n:<20} {r['tiles_per_s']:>9.1f} {ratio:>12}")
+            rr = f"{r['round_ratio']:.2f}" if r["round_ratio"] is not None else "-"
+            print(f"{n:<20} {r['tiles_per_s']:>9.2f} {ratio:>12} {rr:>13}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0
