@@ -20,6 +20,11 @@ import yaml
 from .errors import Problem, UserError
 from .models.meta import min_input_side
 
+# Values of train.precision and train.channels_last (resolved in core.models.precision,
+# which needs torch; these stay here so the config is checked without it).
+PRECISIONS = ("auto", "fp32", "bf16")
+CHANNELS_LAST = ("auto", "true", "false")
+
 
 @dataclass
 class SplitConfig:
@@ -129,7 +134,16 @@ class TrainConfig:
     eval_batch_size: int = 32
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # mixed precision, used on CUDA only
+    # Arithmetic of the network (training, validation, evaluation, prediction): auto
+    # (bf16 autocast on a CPU with native bf16, i.e. AVX-512 BF16 or AMX; on CUDA fp16
+    # autocast when ``amp`` is true; else fp32), fp32, or bf16 (forced; emulated, and
+    # slower than fp32, on a CPU without native bf16). Losses and probabilities are
+    # always computed in fp32 from the network's output. See core.models.precision.
+    precision: str = "auto"
+    # Memory layout of the network and its inputs: auto (channels-last on the CPU,
+    # where oneDNN's convolutions run faster in it; NCHW on CUDA), true or false.
+    channels_last: str = "auto"
+    amp: bool = True  # CUDA only: what precision auto means there (fp16 autocast or fp32)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     # Thresholds reported in every metrics table; the best on val is scanned separately.
     report_thresholds: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
@@ -140,6 +154,11 @@ class TrainConfig:
     # Training time budget: stop before an epoch that would end past it (average epoch).
     max_minutes: float | None = None
     threads: int | None = None  # torch CPU threads; None = torch default
+
+    def __post_init__(self) -> None:
+        # YAML's true/false arrive as bools (or "True" once coerced to str).
+        self.channels_last = str(self.channels_last).strip().lower()
+        self.precision = str(self.precision).strip().lower()
 
 
 @dataclass
@@ -418,6 +437,16 @@ def config_problems(cfg: RunConfig) -> list[Problem]:
         refuse("train.early_stop.monitor", "train.early_stop.monitor must be val_loss or val_iou")
     if cfg.train.epochs < 1:
         refuse("train.epochs", "train.epochs must be >= 1")
+    if cfg.train.precision not in PRECISIONS:
+        refuse(
+            "train.precision",
+            f"train.precision must be auto, fp32 or bf16, got {cfg.train.precision!r}",
+        )
+    if cfg.train.channels_last not in CHANNELS_LAST:
+        refuse(
+            "train.channels_last",
+            f"train.channels_last must be auto, true or false, got {cfg.train.channels_last!r}",
+        )
     if cfg.train.batch_size < 1:
         refuse("train.batch_size", "train.batch_size must be >= 1")
     if not cfg.loss.terms:

@@ -66,6 +66,10 @@ def add_segment_options(p: argparse.ArgumentParser, polygons_flag: bool = True) 
     )
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x time)")
     p.add_argument(
+        "--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+        help="torch backend: fp32, bf16 autocast, or auto (bf16 where the CPU has it natively)",
+    )  # fmt: skip
+    p.add_argument(
         "--probability-dtype",
         choices=("float32", "uint8"),
         default="float32",
@@ -91,6 +95,7 @@ def segment_options(args: argparse.Namespace, polygons: bool | None = None):
         min_area_m2=args.min_area,
         tta=args.tta,
         overwrite=args.overwrite,
+        precision=args.precision,
     )
 
 

@@ -82,7 +82,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(
         model_path, args.dataset, args.split, args.threshold,
         progress=session.progress(lambda _: None), cancel=session.cancel, out_csv=out_csv,
-        device=args.device, tta=args.tta, plants_csv=plants_csv,
+        device=args.device, tta=args.tta, plants_csv=plants_csv, precision=args.precision,
     )  # fmt: skip
     m = {k: result.metrics.get(k) for k in METRIC_KEYS}
     m["plants"] = result.plants.summary() if result.plants else None
@@ -171,6 +171,10 @@ def add_train_commands(sub) -> None:
     p.add_argument(
         "--tta", action=argparse.BooleanOptionalAction, default=None,
         help="flip test-time augmentation (default: as the model was trained)",
+    )  # fmt: skip
+    p.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default=None,
+        help="network arithmetic; default: the model's train.precision setting, resolved here",
     )  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.add_argument(

@@ -28,6 +28,7 @@ from ..errors import InputError, Problem, UserError, raise_problems
 from ..io import atomic_write_text
 from ..models.build import ModelMeta, load_model, min_input_side, resolve_device
 from ..models.meta import read_model_meta
+from ..models.precision import Numerics
 from ..progress import CancelFn, ProgressFn, never_cancel, no_progress
 from .plants import plants_of_predictions, write_plants_csv
 from .predict import iter_native_probabilities
@@ -136,6 +137,17 @@ def eval_batch_size(meta: ModelMeta) -> int:
     return config_of_model(meta).train.eval_batch_size
 
 
+def numerics_of_model(
+    meta: ModelMeta, device: torch.device | str, precision: str | None = None
+) -> Numerics:
+    """The precision and memory format to run a model in: its stored
+    ``train.precision`` / ``train.channels_last`` settings (``precision`` overrides the
+    first), resolved on this machine, as its training run's own evaluation did. So a
+    model trained with ``auto`` runs in bf16 where the CPU has it, fp32 elsewhere."""
+    train = config_of_model(meta).train
+    return Numerics.resolve(precision or train.precision, train.channels_last, device, train.amp)
+
+
 def predict_dataset(
     model: torch.nn.Module,
     meta: ModelMeta,
@@ -144,12 +156,16 @@ def predict_dataset(
     tta: bool = False,
     progress: ProgressFn = no_progress,
     cancel: CancelFn = never_cancel,
+    numerics: Numerics | None = None,
 ) -> list[TilePrediction]:
-    """Native-resolution probabilities for every tile of ``ds``."""
+    """Native-resolution probabilities (float32) for every tile of ``ds``, the network
+    run in ``numerics`` (default: :func:`numerics_of_model`)."""
+    if numerics is None:
+        numerics = numerics_of_model(meta, device)
     return [
         TilePrediction(ds.pairs[i], ds.tile(i), prob)
         for i, prob in iter_native_probabilities(
-            model, ds, device, eval_batch_size(meta), tta, progress, cancel
+            model, ds, device, eval_batch_size(meta), tta, progress, cancel, numerics=numerics
         )
     ]
 
@@ -197,11 +213,13 @@ def predict_split(
     cancel: CancelFn = never_cancel,
     tta: bool | None = None,
     device: str = "auto",
+    precision: str | None = None,
 ) -> tuple[ModelMeta, list[TilePrediction]]:
     """Load a model (run folder or model file) and predict one split (or ``all``).
 
     The tiles are chosen by :func:`split_of_model`: the training split on the model's
-    own dataset, every tile (``all``) of another dataset.
+    own dataset, every tile (``all``) of another dataset. ``precision`` (auto, fp32,
+    bf16) overrides the model's stored ``train.precision``.
     """
     raise_problems(check_evaluate(model_path, dataset_path, split, None, device))
     dev = resolve_device(device)
@@ -213,7 +231,9 @@ def predict_split(
         raise InputError(f"split {split!r} has no tiles")
     if tta is None:
         tta = config_of_model(meta).train.tta
-    return meta, predict_dataset(model, meta, tile_dataset(meta, pairs), dev, tta, progress, cancel)
+    numerics = numerics_of_model(meta, dev, precision)
+    ds = tile_dataset(meta, pairs)
+    return meta, predict_dataset(model, meta, ds, dev, tta, progress, cancel, numerics)
 
 
 def write_per_image_csv(rows: list[dict], path: str | Path) -> None:
@@ -236,6 +256,7 @@ def evaluate(
     device: str = "auto",
     plants_csv: str | Path | None = None,
     tta: bool | None = None,
+    precision: str | None = None,
 ) -> EvalResult:
     """Metrics of a saved model on a split, at its stored threshold unless given:
     pixel metrics and plant-level results (``result.plants``; one row per plant in
@@ -248,10 +269,18 @@ def evaluate(
     / ``val`` / ``train`` use its predefined split, or, when it has none, the model's
     seeded split settings (seed, fractions, group regex) applied to it. Training-time
     tile selection (``data.limit``, the training split) never applies to it.
+    ``precision`` (auto, fp32, bf16) overrides the model's stored ``train.precision``.
     """
     raise_problems(check_evaluate(model_path, dataset_path, split, threshold, device))
     meta, preds = predict_split(
-        model_path, dataset_path, split, progress, cancel, tta=tta, device=device
+        model_path,
+        dataset_path,
+        split,
+        progress,
+        cancel,
+        tta=tta,
+        device=device,
+        precision=precision,
     )
     skip = config_of_model(meta).data.skip_blank_in_metrics
     threshold = meta.threshold if threshold is None else threshold

@@ -4,6 +4,10 @@ Sigmoid is applied exactly once, here (models output logits). Predictions are ma
 at the upscaled, padded size the model was trained on, cropped, and brought back to
 each tile's native grid by area averaging, so every metric is computed at native
 resolution on the tile's own validity mask.
+
+The network runs in the given :class:`~core.models.precision.Numerics` (precision and
+memory format; fp32 NCHW unless told); its logits are cast to float32 before the
+sigmoid, so probabilities are float32 whatever it ran in.
 """
 
 from __future__ import annotations
@@ -16,19 +20,29 @@ from torch import nn
 
 from ..data.dataset import TileDataset
 from ..data.transforms import downscale_probability
+from ..models.precision import FP32, Numerics
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
-def forward_probability(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """Sigmoid of the model's logits, optionally averaged over flips (TTA)."""
+def forward_logits(model: nn.Module, x: torch.Tensor, numerics: Numerics = FP32) -> torch.Tensor:
+    """The model's logits as float32, the network run in ``numerics`` (the model is
+    expected in its memory format already: :meth:`Numerics.prepare_model`)."""
+    with numerics.autocast(x.device.type):
+        return model(numerics.prepare_input(x)).float()
+
+
+def forward_probability(
+    model: nn.Module, x: torch.Tensor, tta: bool = False, numerics: Numerics = FP32
+) -> torch.Tensor:
+    """Sigmoid of the model's float32 logits, optionally averaged over flips (TTA)."""
     if not tta:
-        return torch.sigmoid(model(x))
+        return torch.sigmoid(forward_logits(model, x, numerics))
     total = torch.zeros((x.shape[0], 1, *x.shape[2:]), device=x.device)
     for dims in FLIPS:
         xi = x.flip(dims) if dims else x
-        p = torch.sigmoid(model(xi))
+        p = torch.sigmoid(forward_logits(model, xi, numerics))
         total += p.flip(dims) if dims else p
     return total / len(FLIPS)
 
@@ -42,10 +56,11 @@ def iter_native_probabilities(
     progress: ProgressFn = no_progress,
     cancel: CancelFn = never_cancel,
     stage: str = "predict",
+    numerics: Numerics = FP32,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (tile index, probability (H, W) float32 at native resolution) in order."""
     for idx, prob, _ in iter_batches(
-        model, dataset, device, batch_size, tta, progress, cancel, stage
+        model, dataset, device, batch_size, tta, progress, cancel, stage, numerics=numerics
     ):
         for j, i in enumerate(idx):
             yield i, to_native(prob[j : j + 1], dataset, i)
@@ -68,10 +83,13 @@ def iter_batches(
     cancel: CancelFn = never_cancel,
     stage: str = "predict",
     with_targets: bool = False,
+    numerics: Numerics = FP32,
 ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
     """Yield (indices, probabilities (N,1,H',W'), logits or None) batch by batch, in
-    order. With ``with_targets`` the logits of the plain forward pass are returned too
-    (for a validation loss), so the model runs once per batch."""
+    order, both float32. With ``with_targets`` the logits of the plain forward pass are
+    returned too (for a validation loss), so the model runs once per batch. The model is
+    put in ``numerics``' memory format (a no-op when it already is)."""
+    model = numerics.prepare_model(model)
     model.eval()
     n = len(dataset)
     with torch.inference_mode():
@@ -80,10 +98,10 @@ def iter_batches(
             idx = list(range(start, min(start + batch_size, n)))
             x = torch.stack([dataset[i][0] for i in idx]).to(device)
             if with_targets and not tta:
-                logits = model(x).float()
+                logits = forward_logits(model, x, numerics)
                 prob = torch.sigmoid(logits)
             else:
                 logits = None
-                prob = forward_probability(model, x, tta).float()
+                prob = forward_probability(model, x, tta, numerics)
             yield idx, prob, logits
             progress(Progress(stage, idx[-1] / n + 1 / n, f"{idx[-1] + 1}/{n} tiles"))

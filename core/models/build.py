@@ -148,7 +148,8 @@ def save_model_file(path: str | Path, model: nn.Module, meta: ModelMeta) -> None
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
         "meta": _plain(meta.to_dict()),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        # Contiguous (NCHW) weights whatever layout the model ran in (channels-last).
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }
     buf = io.BytesIO()
     torch.save(payload, buf)

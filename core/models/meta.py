@@ -60,6 +60,13 @@ class ModelMeta:
     # files): dataset (absolute path), tiles (count), sha256 (of the sorted
     # "image<TAB>split" lines, image relative to the dataset folder).
     split: dict[str, Any] = field(default_factory=dict)
+    # What the network ran in during training (core.models.precision): "fp32", "bf16"
+    # (CPU autocast) or "fp16" (CUDA amp), and "contiguous" (NCHW) or "channels_last".
+    # Files written before these existed trained in fp32 NCHW on the CPU (or fp16 with
+    # CUDA amp). Inference chooses its own precision (the stored train.precision setting,
+    # resolved on the machine that runs it), whatever the model was trained with.
+    precision: str = "fp32"
+    memory_format: str = "contiguous"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -48,32 +48,48 @@ def flip_tta(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.n
 
 
 class TorchBackend:
-    """A PyTorch network that outputs logits; sigmoid applied here.
+    """A PyTorch network that outputs logits; sigmoid applied here, on float32 logits.
 
-    On CPU the network and its inputs use the channels-last memory layout, which
-    oneDNN convolutions run about 25 % faster here (same results to float rounding).
+    ``precision``: ``fp32`` (default), ``bf16`` (CPU or CUDA autocast), or ``auto`` (bf16
+    on a CPU with native bf16, else fp32; see :mod:`core.models.precision`). bf16 moves
+    probabilities by up to about 1e-2, beyond the 1e-3 agreement with the ONNX backend,
+    hence not the default here. ``channels_last`` None: on for the CPU, whose oneDNN
+    convolutions run faster in that layout (same results to float rounding).
+    Probabilities are float32 in every case.
     """
 
     name = "torch"
 
-    def __init__(self, model, device="cpu", tta: bool = False):
+    def __init__(
+        self,
+        model,
+        device="cpu",
+        tta: bool = False,
+        precision: str = "fp32",
+        channels_last: bool | None = None,
+    ):
         import torch
+
+        from ..models.precision import Numerics
 
         self._torch = torch
         self.device = torch.device(device)
-        self.channels_last = self.device.type == "cpu"
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model.eval()
+        self.numerics = Numerics.resolve(
+            precision, "auto" if channels_last is None else channels_last, self.device, amp=False
+        )
+        self.precision = self.numerics.precision
+        self.channels_last = self.numerics.channels_last
+        self.model = self.numerics.prepare_model(model).eval()
         self.tta = tta
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
+        num = self.numerics
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            prob = torch.sigmoid(self.model(x)).float().cpu()
+            with num.autocast(self.device.type):
+                logits = self.model(num.prepare_input(x))
+            prob = torch.sigmoid(logits.float()).cpu()
             return np.ascontiguousarray(prob.numpy())
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -151,10 +167,15 @@ def read_meta(model_path: str | Path) -> ModelMeta:
 
 
 def load_backend(
-    model_path: str | Path, backend: str = "torch", device: str = "auto", tta: bool = False
+    model_path: str | Path,
+    backend: str = "torch",
+    device: str = "auto",
+    tta: bool = False,
+    precision: str = "fp32",
 ) -> tuple[Backend, ModelMeta]:
     """A backend and the model's metadata from a run folder, a ``.pt`` model file or an
-    ``.onnx`` file.
+    ``.onnx`` file. ``precision`` (fp32, bf16, auto) is the torch backend's; ONNX
+    Runtime runs the graph in fp32.
 
     ``backend="onnx"`` with a PyTorch model file exports it to a temporary ONNX file
     first (a few seconds); ``backend="torch"`` with an ONNX file is refused, since an ONNX
@@ -177,7 +198,7 @@ def load_backend(
     if backend == "torch":
         dev = resolve_device(device)
         model, meta = load_model(path, dev)
-        return TorchBackend(model, dev, tta=tta), meta
+        return TorchBackend(model, dev, tta=tta, precision=precision), meta
     with tempfile.TemporaryDirectory(prefix="solarseg-onnx-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(path, onnx_path)

@@ -358,7 +358,9 @@ def segment_raster(
     # Every refused input, before the model is loaded and before anything is written.
     raise_problems(check_segment(model_path, raster_path, out_dir, options)[0])
     t0 = time.perf_counter()
-    backend, meta = load_backend(model_path, options.backend, options.device, options.tta)
+    backend, meta = load_backend(
+        model_path, options.backend, options.device, options.tta, options.precision
+    )
     result = segment_with_backend(
         backend, meta, raster_path, out_dir, options, progress=progress, cancel=cancel
     )

@@ -37,6 +37,7 @@ from ..models.build import (
     resolve_device,
     save_model_file,
 )
+from ..models.precision import FP32, Numerics
 from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
 from . import runs
 from .checks import check_train
@@ -55,6 +56,8 @@ class RunResult:
     threshold: float
     metrics: dict[str, dict] = field(default_factory=dict)
     device: str = "cpu"
+    precision: str = "fp32"  # what the network ran in: fp32 | bf16 | fp16
+    memory_format: str = "contiguous"  # contiguous (NCHW) | channels_last
 
 
 def seed_everything(seed: int) -> None:
@@ -160,14 +163,19 @@ class _Schedule:
         return float(self.opt.param_groups[0]["lr"])
 
 
-def _evaluate_epoch(model, ds, loss_fn, device, cfg, cancel) -> tuple[float, ConfusionCounts]:
+def _evaluate_epoch(
+    model, ds, loss_fn, device, cfg, cancel, numerics: Numerics = FP32
+) -> tuple[float, ConfusionCounts]:
     """Loss (at model resolution) and native-resolution counts at threshold 0.5, from
-    one forward pass per batch."""
+    one forward pass per batch (in the run's precision; the loss on float32 logits)."""
     total, n = 0.0, 0
     counts = ConfusionCounts()
     blank = _blank(ds) if cfg.data.skip_blank_in_metrics else None
     bs = cfg.train.eval_batch_size
-    for idx, prob, logits in iter_batches(model, ds, device, bs, cancel=cancel, with_targets=True):
+    batches = iter_batches(
+        model, ds, device, bs, cancel=cancel, with_targets=True, numerics=numerics
+    )
+    for idx, prob, logits in batches:
         items = [ds[i] for i in idx]
         y = torch.stack([it[1] for it in items]).to(device)
         v = torch.stack([it[2] for it in items]).to(device)
@@ -207,7 +215,15 @@ def train(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
-    progress(Progress("prepare", 0.0, f"device {device}", {"device": str(device)}))
+    numerics = Numerics.resolve(cfg.train.precision, cfg.train.channels_last, device, cfg.train.amp)
+    progress(
+        Progress(
+            "prepare",
+            0.0,
+            f"device {device}, {numerics.precision}, {numerics.memory_format}",
+            {"device": str(device), **numerics.as_dict()},
+        )
+    )
 
     if resume is not None:
         pairs = find_dataset(run_dir / "split.csv").pairs
@@ -244,13 +260,13 @@ def train(
     )
     if init is not None:
         load_weights(model, init)
-    model.to(device)
+    model = numerics.prepare_model(model.to(device))  # before the optimiser sees the weights
     loss_fn = build_loss(cfg.loss.terms)
     opt_cls = torch.optim.AdamW if cfg.optim.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     sched = _Schedule(opt, cfg)
-    use_amp = cfg.train.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # fp16 (CUDA amp) needs a gradient scaler; bf16 has fp32's exponent range and does not.
+    scaler = torch.amp.GradScaler("cuda", enabled=numerics.precision == "fp16")
 
     meta = ModelMeta(
         arch=cfg.model.arch,
@@ -266,6 +282,8 @@ def train(
         config=stored_config_dict(cfg),
         config_version=CONFIG_VERSION,
         split=split_signature(pairs, cfg.data.path),
+        precision=numerics.precision,
+        memory_format=numerics.memory_format,
     )
     history: list[dict] = []
     start_epoch, best_epoch = 0, 0
@@ -299,11 +317,13 @@ def train(
             for b, (x, y, v) in enumerate(loader):
                 if cancel():
                     raise Cancelled("cancelled by user")
-                x, y, v = x.to(device), y.to(device), v.to(device)
+                x, y, v = numerics.prepare_input(x.to(device)), y.to(device), v.to(device)
                 opt.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, enabled=use_amp):
+                with numerics.autocast(device.type):
                     logits = model(x)
-                loss = loss_fn(logits.float(), y, v)
+                # The loss (sigmoids, logs, sums over the batch) in float32, not bf16/fp16.
+                logits = logits.float()
+                loss = loss_fn(logits, y, v)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
@@ -344,7 +364,7 @@ def train(
             for split in ("val", "test") if cfg.train.eval_test_each_epoch else ("val",):
                 if split in datasets:
                     loss_v, counts = _evaluate_epoch(
-                        model, datasets[split], loss_fn, device, cfg, cancel
+                        model, datasets[split], loss_fn, device, cfg, cancel, numerics
                     )
                     row[f"{split}_loss"] = loss_v
                     row[f"{split}_iou"] = counts.metrics()["iou"]
@@ -402,8 +422,13 @@ def train(
     if not (run_dir / MODEL_FILENAME).exists():
         # Cancelled before the first epoch ended: keep what there is, marked as such.
         save_model_file(run_dir / MODEL_FILENAME, model, meta)
-    final = runs.finish_run(run_dir, datasets, device, cfg, status, best_epoch, progress, cancel)
-    return RunResult(run_dir, status, best_epoch, final["threshold"], final["metrics"], str(device))
+    final = runs.finish_run(
+        run_dir, datasets, device, cfg, status, best_epoch, progress, cancel, numerics
+    )
+    return RunResult(
+        run_dir, status, best_epoch, final["threshold"], final["metrics"], str(device),
+        numerics.precision, numerics.memory_format,
+    )  # fmt: skip
 
 
 def _random_states(generator: torch.Generator, train_ds) -> dict:

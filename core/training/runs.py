@@ -34,6 +34,7 @@ from ..evaluation.metrics import ThresholdScan
 from ..evaluation.plants import plants_of_predictions, write_plants_csv
 from ..io import atomic_path, atomic_write_text
 from ..models.build import MODEL_FILENAME, load_model, save_model_file
+from ..models.precision import Numerics
 from ..progress import CancelFn, Progress, ProgressFn
 
 SPLITS = ("train", "val", "test")
@@ -94,10 +95,15 @@ def finish_run(
     best_epoch: int,
     progress: ProgressFn,
     cancel: CancelFn,
+    numerics: Numerics | None = None,
 ) -> dict:
-    """Evaluate the best model on every split, pick the threshold on val, write
-    metrics, per-image tables, plots, and the final model file."""
-    run_json = {"status": status, "best_epoch": best_epoch, "device": str(device)}
+    """Evaluate the best model on every split (in the run's ``numerics``), pick the
+    threshold on val, write metrics, per-image tables, plots, and the final model file."""
+    numerics = numerics or Numerics.resolve(
+        cfg.train.precision, cfg.train.channels_last, device, cfg.train.amp
+    )
+    run_json = {"status": status, "best_epoch": best_epoch, "device": str(device),
+                **numerics.as_dict()}  # fmt: skip
     if status == "cancelled":
         write_json(run_dir / "run.json", run_json)
         return {"threshold": 0.5, "metrics": {}}
@@ -110,7 +116,7 @@ def finish_run(
             progress(Progress("evaluate", (k + p.fraction) / 3, f"{split}: {p.message}"))
 
         preds[split] = predict_dataset(
-            model, meta, ds, device, cfg.train.tta, report, lambda: False
+            model, meta, ds, device, cfg.train.tta, report, lambda: False, numerics
         )
     skip = cfg.data.skip_blank_in_metrics
     scans = {s: evaluate_predictions(p, 0.5, skip, scan=True).scan for s, p in preds.items()}

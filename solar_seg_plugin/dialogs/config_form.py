@@ -49,6 +49,8 @@ CHOICES: dict[str, list[Any]] = {
     "optim.optimizer": ["adamw", "adam"],
     "optim.scheduler": ["cosine", "step", "plateau", "none"],
     "train.device": ["auto", "cpu", "cuda"],
+    "train.precision": ["auto", "fp32", "bf16"],
+    "train.channels_last": ["auto", "true", "false"],
     "train.early_stop.monitor": ["val_loss", "val_iou"],
     "data.upscale": [1, 2, 4, 8],
 }
@@ -76,6 +78,8 @@ LABELS = {
     "optim.warmup_epochs": "Warm-up epochs",
     "optim.plateau_patience": "Plateau patience",
     "train.amp": "Mixed precision (CUDA)",
+    "train.precision": "Precision",
+    "train.channels_last": "Channels-last layout",
     "train.tta": "Flip TTA at evaluation",
     "train.max_minutes": "Time limit (minutes)",
     "train.threads": "CPU threads",
