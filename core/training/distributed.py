@@ -264,7 +264,7 @@ def collective_cancel(d: Dist, cancel: CancelFn) -> CancelFn:
 
 def rank_seed(seed: int, rank: int) -> int:
     """A 63-bit seed for rank ``rank``, derived deterministically from (seed, rank)."""
-    return int(np.random.SeedSequence([seed, rank]).generate_state(2, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0]) >> 1
 
 
 def loader_seed(d: Dist, seed: int) -> int:
