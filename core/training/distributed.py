@@ -25,7 +25,8 @@ What each rank does (see :func:`core.training.loop.train`):
   weights (DDP also broadcasts rank 0's at the start).
 * **Model.** Wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`:
   gradients are averaged over ranks at every step, so all ranks hold the same weights.
-  BatchNorm statistics are rank 0's (DDP broadcasts buffers), not synchronised.
+  BatchNorm statistics are rank 0's, not synchronised: DDP broadcasts them before each
+  step, and :func:`sync_buffers` again before each evaluation.
 * **Metrics.** Validation and test are split by whole evaluation batches (batch ``b``
   of ``train.eval_batch_size`` tiles goes to rank ``b mod N``), so every batch holds
   exactly the tiles a single process would batch together. Confusion counts, the
@@ -304,6 +305,20 @@ def wrap_model(d: Dist, model: torch.nn.Module) -> torch.nn.Module:
 
     ids = [d.device.index] if d.device is not None and d.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+def sync_buffers(d: Dist, model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics). DDP broadcasts
+    them before each training forward, but that forward then updates each rank's copy
+    from its own batch: after an epoch they differ, and an evaluation must use the
+    model rank 0 saves."""
+    if not d.enabled:
+        return
+    import torch.distributed as tdist
+
+    with torch.no_grad():
+        for buf in model.buffers():
+            tdist.broadcast(buf, src=0)
 
 
 # --- sharded evaluation --------------------------------------------------------------

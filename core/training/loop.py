@@ -377,8 +377,9 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
                         },  # fmt: skip
                     )
                 )
-            if dist.enabled:  # over every rank's shard
+            if dist.enabled:  # over every rank's shard; evaluate rank 0's model
                 running, seen, train_counts = _sum_train(dist, running, seen, train_counts)
+                distributed.sync_buffers(dist, model)
             row = {"epoch": epoch + 1, "lr": sched.lr, "train_loss": running / max(seen, 1),
                    "train_iou": train_counts.metrics()["iou"]}  # fmt: skip
             for split in ("val", "test") if cfg.train.eval_test_each_epoch else ("val",):

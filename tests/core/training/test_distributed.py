@@ -140,6 +140,11 @@ def test_reported_metrics_are_exact(runs, tmp_path):
             assert got.metrics[key] == want[key], (split, key)
         assert got.plants.summary() == metrics["plants"][split]
         assert csv.read_text() == (ddp / f"per_image_{split}.csv").read_text()
+    # The epoch's val IoU (at 0.5, counts summed over ranks during training) is that of
+    # the saved model too: every rank evaluated with rank 0's BatchNorm statistics.
+    history = (ddp / "history.csv").read_text().splitlines()
+    val_iou = float(history[1].split(",")[history[0].split(",").index("val_iou")])
+    assert evaluate(ddp, split="val", threshold=0.5, device="cpu").metrics["iou"] == val_iou
 
 
 def test_close_to_single_process(runs):
