@@ -31,9 +31,12 @@ def _progress_printer():
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..training.checks import check_train
+    from ..training.distributed import is_main_process
     from ..training.loop import train
 
     session = args.session
+    if not is_main_process():  # torchrun's other ranks: rank 0 speaks for all
+        return _train_quietly(args)
     progress, cancel = session.progress(_progress_printer()), session.cancel
     if args.resume:
         result = train(None, progress, cancel, resume=args.resume)  # type: ignore[arg-type]
@@ -55,6 +58,29 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"recall {m['recall']:.4f}  (threshold {result.threshold:.2f})"
         )
     print(result.run_dir)
+    return 0
+
+
+def _train_quietly(args: argparse.Namespace) -> int:
+    """A torchrun rank other than 0: trains its share, prints and emits nothing, and
+    leaves a refusal or a cancel, which rank 0 reports, without a word of its own (its
+    own unexpected errors still show)."""
+    from ..config import load_config
+    from ..progress import Cancelled
+    from ..training.distributed import Refused
+    from ..training.loop import train
+
+    args.session.jsonl = False
+    try:
+        if args.resume:
+            train(None, cancel=args.session.cancel, resume=args.resume)  # type: ignore[arg-type]
+        elif not args.check:
+            cfg = load_config(args.config, args.overrides, check=False)
+            train(cfg, cancel=args.session.cancel)
+    except Refused:
+        return 2
+    except Cancelled:
+        return 3
     return 0
 
 

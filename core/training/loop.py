@@ -25,7 +25,7 @@ from ..data.dataset import TileDataset
 from ..data.discovery import Pair, find_dataset, write_manifest
 from ..data.splits import split_pairs, split_signature
 from ..data.stats import BandStats, summarize
-from ..errors import InputError, raise_problems
+from ..errors import InputError
 from ..evaluation.metrics import ConfusionCounts, confusion
 from ..evaluation.predict import iter_batches, to_native
 from ..io import atomic_write_bytes
@@ -39,7 +39,7 @@ from ..models.build import (
 )
 from ..models.precision import FP32, Numerics
 from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
-from . import runs
+from . import distributed, runs
 from .checks import check_train
 from .finetune import load_init_model, load_weights, starting_stats
 from .losses import build_loss
@@ -164,29 +164,45 @@ class _Schedule:
 
 
 def _evaluate_epoch(
-    model, ds, loss_fn, device, cfg, cancel, numerics: Numerics = FP32
+    model,
+    ds,
+    loss_fn,
+    device,
+    cfg,
+    cancel,
+    numerics: Numerics = FP32,
+    dist=distributed.SINGLE,
 ) -> tuple[float, ConfusionCounts]:
     """Loss (at model resolution) and native-resolution counts at threshold 0.5, from
-    one forward pass per batch (in the run's precision; the loss on float32 logits)."""
-    total, n = 0.0, 0
+    one forward pass per batch (in the run's precision; the loss on float32 logits).
+    Under DDP: this rank's batches, then summed over ranks by
+    :func:`.distributed.gather_epoch_eval`, as one process would."""
+    batch_losses, n = [], 0
     counts = ConfusionCounts()
-    blank = _blank(ds) if cfg.data.skip_blank_in_metrics else None
     bs = cfg.train.eval_batch_size
+    ds = distributed.shard(dist, ds, bs)
+    blank = _blank(ds) if cfg.data.skip_blank_in_metrics else None
     batches = iter_batches(
         model, ds, device, bs, cancel=cancel, with_targets=True, numerics=numerics
     )
-    for idx, prob, logits in batches:
-        items = [ds[i] for i in idx]
-        y = torch.stack([it[1] for it in items]).to(device)
-        v = torch.stack([it[2] for it in items]).to(device)
-        total += float(loss_fn(logits, y, v)) * len(idx)
-        n += len(idx)
-        for j, i in enumerate(idx):
-            if blank is not None and blank[i]:
-                continue
-            t = ds.tile(i)
-            counts += confusion(to_native(prob[j : j + 1], ds, i), t.mask, t.valid, 0.5)
-    return total / max(n, 1), counts
+    cancelled = False
+    try:
+        for idx, prob, logits in batches:
+            items = [ds[i] for i in idx]
+            y = torch.stack([it[1] for it in items]).to(device)
+            v = torch.stack([it[2] for it in items]).to(device)
+            batch_losses.append(float(loss_fn(logits, y, v)) * len(idx))
+            n += len(idx)
+            for j, i in enumerate(idx):
+                if blank is not None and blank[i]:
+                    continue
+                t = ds.tile(i)
+                counts += confusion(to_native(prob[j : j + 1], ds, i), t.mask, t.valid, 0.5)
+    except Cancelled:
+        if not dist.enabled:
+            raise
+        cancelled = True  # the other ranks learn it in gather_epoch_eval
+    return distributed.gather_epoch_eval(dist, batch_losses, n, counts, cancelled)
 
 
 def train(
@@ -201,20 +217,35 @@ def train(
     last finished epoch with the config, split and history it had. With
     ``model.init_from`` the network starts from that model file's weights
     (:mod:`core.training.finetune`; checked before the run folder is created).
+
+    Started by ``torchrun`` (``RANK``/``WORLD_SIZE`` set, more than one process), the
+    processes train one model with DDP and only rank 0 writes the run folder
+    (:mod:`core.training.distributed`); otherwise this is one process, as always.
     """
+    train_cfg = (runs.load_run_config(resume) if resume is not None else cfg).train
+    dist = distributed.setup(train_cfg.device, train_cfg.threads)
+    try:
+        return _train(cfg, progress, cancel, resume, dist)
+    finally:
+        distributed.teardown(dist)
+
+
+def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
+    if not dist.is_main:
+        progress = no_progress  # one voice: rank 0 reports
     init = None
     if resume is not None:
         run_dir = Path(resume)
         cfg = runs.load_run_config(run_dir)
     else:
         # Every refused setting is reported before the run folder exists.
-        raise_problems(check_train(cfg))
+        distributed.check_on_main(dist, lambda: check_train(cfg))
         init = load_init_model(cfg)  # checked above; fills data.bands from the model
-        run_dir = runs.new_run_dir(cfg)
+        run_dir = distributed.from_main(dist, lambda: runs.new_run_dir(cfg))
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = dist.device or resolve_device(cfg.train.device)
     numerics = Numerics.resolve(cfg.train.precision, cfg.train.channels_last, device, cfg.train.amp)
     progress(
         Progress(
@@ -231,12 +262,13 @@ def train(
     else:
         pairs, stats, data_info = prepare_data(cfg)
         stats = starting_stats(stats, init, cfg.model.init_normalisation)
-        if init is not None:
-            runs.write_json(run_dir / "init_from.json", init.record())
-        save_config(cfg, run_dir / "config.yaml")
-        write_manifest(pairs, run_dir / "split.csv")
-        stats.save(run_dir / "stats.json")
-        runs.write_json(run_dir / "dataset.json", data_info)
+        if dist.is_main:
+            if init is not None:
+                runs.write_json(run_dir / "init_from.json", init.record())
+            save_config(cfg, run_dir / "config.yaml")
+            write_manifest(pairs, run_dir / "split.csv")
+            stats.save(run_dir / "stats.json")
+            runs.write_json(run_dir / "dataset.json", data_info)
     datasets = make_datasets(cfg, pairs, stats)
     train_ds = datasets["train"]
     train_idx = list(range(len(train_ds)))
@@ -244,12 +276,19 @@ def train(
         train_idx = [i for i, b in enumerate(_blank(train_ds)) if not b]
     # The generator sets shuffling and each epoch's worker base seed; TileDataset seeds
     # its augmentations from torch's per-worker seed, so workers never repeat a stream.
-    generator = torch.Generator().manual_seed(cfg.train.seed)
+    # Under DDP: a seeded DistributedSampler deals each rank its shard, and each rank's
+    # generator and augmentation stream come from (seed, rank) (see .distributed).
+    distributed.seed_augmentation(dist, train_ds, cfg.train.seed)
+    generator = torch.Generator().manual_seed(distributed.loader_seed(dist, cfg.train.seed))
+    train_set = torch.utils.data.Subset(train_ds, train_idx)
+    sampler = distributed.train_sampler(dist, train_set, cfg.train.seed)
+    n_train = len(sampler) if sampler is not None else len(train_idx)
     loader = DataLoader(
-        torch.utils.data.Subset(train_ds, train_idx),
+        train_set,
         batch_size=cfg.train.batch_size,
-        shuffle=True,
-        drop_last=len(train_idx) > cfg.train.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=n_train > cfg.train.batch_size,
         generator=generator,
         num_workers=cfg.data.num_workers,
     )
@@ -261,6 +300,7 @@ def train(
     if init is not None:
         load_weights(model, init)
     model = numerics.prepare_model(model.to(device))  # before the optimiser sees the weights
+    net = distributed.wrap_model(dist, model)  # DDP under torchrun; evaluate ``model``
     loss_fn = build_loss(cfg.loss.terms)
     opt_cls = torch.optim.AdamW if cfg.optim.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -301,6 +341,7 @@ def train(
         best_score, stale = ck["best_score"], ck["stale"]
         if "scaler" in ck:
             scaler.load_state_dict(ck["scaler"])
+        ck = distributed.own_random_states(dist, ck)
         _set_random_states(ck, generator, train_ds, cfg.train.seed)
 
     status = "completed"
@@ -308,19 +349,21 @@ def train(
     epoch_seconds: list[float] = [h["seconds"] for h in history]
     n_batches = len(loader)
     monitor = cfg.train.early_stop.monitor
+    batch_cancel = distributed.collective_cancel(dist, cancel)
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.monotonic()
+        distributed.set_epoch(sampler, epoch)
         model.train()
         running, seen = 0.0, 0
         train_counts = ConfusionCounts()
         try:
             for b, (x, y, v) in enumerate(loader):
-                if cancel():
+                if batch_cancel():
                     raise Cancelled("cancelled by user")
                 x, y, v = numerics.prepare_input(x.to(device)), y.to(device), v.to(device)
                 opt.zero_grad(set_to_none=True)
                 with numerics.autocast(device.type):
-                    logits = model(x)
+                    logits = net(x)
                 # The loss (sigmoids, logs, sums over the batch) in float32, not bf16/fp16.
                 logits = logits.float()
                 loss = loss_fn(logits, y, v)
@@ -359,12 +402,15 @@ def train(
                         },  # fmt: skip
                     )
                 )
+            if dist.enabled:  # over every rank's shard; evaluate rank 0's model
+                running, seen, train_counts = _sum_train(dist, running, seen, train_counts)
+                distributed.sync_buffers(dist, model)
             row = {"epoch": epoch + 1, "lr": sched.lr, "train_loss": running / max(seen, 1),
                    "train_iou": train_counts.metrics()["iou"]}  # fmt: skip
             for split in ("val", "test") if cfg.train.eval_test_each_epoch else ("val",):
                 if split in datasets:
                     loss_v, counts = _evaluate_epoch(
-                        model, datasets[split], loss_fn, device, cfg, cancel, numerics
+                        model, datasets[split], loss_fn, device, cfg, cancel, numerics, dist
                     )
                     row[f"{split}_loss"] = loss_v
                     row[f"{split}_iou"] = counts.metrics()["iou"]
@@ -378,15 +424,18 @@ def train(
         improved = score < best_score - cfg.train.early_stop.min_delta
         if improved:
             best_score, best_epoch, stale = score, epoch + 1, 0
-            save_model_file(run_dir / MODEL_FILENAME, model, meta)
+            if dist.is_main:
+                save_model_file(run_dir / MODEL_FILENAME, model, meta)
         else:
             stale += 1
         sched.step(epoch, row["val_loss"])
-        runs.write_history(run_dir / "history.csv", history)
-        _save_checkpoint(
-            run_dir, model, opt, sched, scaler, epoch, history, best_epoch, best_score, stale,
-            _random_states(generator, train_ds),
-        )  # fmt: skip
+        states = distributed.gather_random_states(dist, _random_states(generator, train_ds))
+        if dist.is_main:
+            runs.write_history(run_dir / "history.csv", history)
+            _save_checkpoint(
+                run_dir, model, opt, sched, scaler, epoch, history, best_epoch, best_score,
+                stale, states,
+            )  # fmt: skip
         eta = (sum(epoch_seconds) / len(epoch_seconds)) * (cfg.train.epochs - epoch - 1)
         progress(
             Progress(
@@ -415,20 +464,30 @@ def train(
             # so the run ends within it rather than one epoch after it.
             elapsed = time.monotonic() - t_start
             done = epoch + 1 - start_epoch
-            if elapsed + elapsed / done > cfg.train.max_minutes * 60:
+            if distributed.any_rank(dist, elapsed + elapsed / done > cfg.train.max_minutes * 60):
                 status = "time_limit"
                 break
 
-    if not (run_dir / MODEL_FILENAME).exists():
+    if dist.is_main and not (run_dir / MODEL_FILENAME).exists():
         # Cancelled before the first epoch ended: keep what there is, marked as such.
         save_model_file(run_dir / MODEL_FILENAME, model, meta)
+    distributed.barrier(dist)  # the model file is there for every rank
     final = runs.finish_run(
-        run_dir, datasets, device, cfg, status, best_epoch, progress, cancel, numerics
+        run_dir, datasets, device, cfg, status, best_epoch, progress, cancel, numerics, dist
     )
     return RunResult(
         run_dir, status, best_epoch, final["threshold"], final["metrics"], str(device),
         numerics.precision, numerics.memory_format,
     )  # fmt: skip
+
+
+def _sum_train(dist, running: float, seen: int, counts: ConfusionCounts):
+    """An epoch's training loss sum, sample count and counts over every rank."""
+    (running,) = distributed.sum_floats(dist, [running])
+    tp, fp, fn, tn, seen = distributed.sum_ints(
+        dist, [counts.tp, counts.fp, counts.fn, counts.tn, seen]
+    )
+    return running, seen, ConfusionCounts(tp, fp, fn, tn)
 
 
 def _random_states(generator: torch.Generator, train_ds) -> dict:
@@ -455,8 +514,9 @@ def _set_random_states(ck: dict, generator: torch.Generator, train_ds, seed: int
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = ck["rng_numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    generator.set_state(ck["rng_loader"])
-    train_ds.rng.bit_generator.state = ck["rng_augment"]
+    if ck["rng_loader"] is not None:  # None: a DDP checkpoint of another world size
+        generator.set_state(ck["rng_loader"])
+        train_ds.rng.bit_generator.state = ck["rng_augment"]
 
 
 def _save_checkpoint(

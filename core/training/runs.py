@@ -31,11 +31,13 @@ from ..evaluation.evaluate import (
     write_per_image_csv,
 )
 from ..evaluation.metrics import ThresholdScan
-from ..evaluation.plants import plants_of_predictions, write_plants_csv
+from ..evaluation.plants import write_plants_csv
 from ..io import atomic_path, atomic_write_text
 from ..models.build import MODEL_FILENAME, load_model, save_model_file
 from ..models.precision import Numerics
 from ..progress import CancelFn, Progress, ProgressFn
+from . import distributed
+from .distributed import SINGLE, Dist
 
 SPLITS = ("train", "val", "test")
 
@@ -96,21 +98,30 @@ def finish_run(
     progress: ProgressFn,
     cancel: CancelFn,
     numerics: Numerics | None = None,
+    dist: Dist = SINGLE,
 ) -> dict:
     """Evaluate the best model on every split (in the run's ``numerics``), pick the
-    threshold on val, write metrics, per-image tables, plots, and the final model file."""
+    threshold on val, write metrics, per-image tables, plots, and the final model file.
+
+    Under DDP (``dist``) each rank predicts its share of every split, the counts are
+    summed over ranks (:mod:`.distributed`) and only rank 0 writes."""
     numerics = numerics or Numerics.resolve(
         cfg.train.precision, cfg.train.channels_last, device, cfg.train.amp
     )
     run_json = {"status": status, "best_epoch": best_epoch, "device": str(device),
                 **numerics.as_dict()}  # fmt: skip
+    if dist.enabled:
+        run_json.update(dist.record())
     if status == "cancelled":
-        write_json(run_dir / "run.json", run_json)
+        if dist.is_main:
+            write_json(run_dir / "run.json", run_json)
         return {"threshold": 0.5, "metrics": {}}
     model, meta = load_model(run_dir / MODEL_FILENAME, device)
-    preds = {}
+    preds, views = {}, {}
     for k, split in enumerate(s for s in SPLITS if s in datasets):
-        ds = tile_dataset(meta, datasets[split].pairs)
+        ds = views[split] = distributed.shard(
+            dist, tile_dataset(meta, datasets[split].pairs), cfg.train.eval_batch_size
+        )
 
         def report(p: Progress, k=k, split=split) -> None:
             progress(Progress("evaluate", (k + p.fraction) / 3, f"{split}: {p.message}"))
@@ -119,13 +130,15 @@ def finish_run(
             model, meta, ds, device, cfg.train.tta, report, lambda: False, numerics
         )
     skip = cfg.data.skip_blank_in_metrics
-    scans = {s: evaluate_predictions(p, 0.5, skip, scan=True).scan for s, p in preds.items()}
+    scans = {s: distributed.reduce_scan(dist, evaluate_predictions(p, 0.5, skip, scan=True).scan)
+             for s, p in preds.items()}  # fmt: skip
     threshold, _ = scans["val"].best("iou")
-    results = {s: evaluate_predictions(p, threshold, skip) for s, p in preds.items()}
-    for s, r in results.items():
-        r.plants = plants_of_predictions(preds[s], threshold)
+    results = {s: distributed.score_split(dist, p, views[s], threshold, skip)
+               for s, p in preds.items()}  # fmt: skip
     metrics = {s: r.metrics for s, r in results.items()}
     plants = {s: r.plants.summary() for s, r in results.items() if r.plants is not None}
+    if not dist.is_main:
+        return {"threshold": threshold, "metrics": metrics}
     at_thresholds = {
         s: {str(t): scans[s].counts(t).metrics(json_safe=True) for t in cfg.train.report_thresholds}
         for s in scans
