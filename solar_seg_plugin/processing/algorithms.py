@@ -146,30 +146,17 @@ class _Base(QgsProcessingAlgorithm):
         return self.parameterAsDouble(params, name, context)
 
 
-class SegmentRasterAlgorithm(_Base):
-    INPUT, MODEL, BANDS, THRESHOLD = "INPUT", "MODEL", "BANDS", "THRESHOLD"
+class _SegmentBase(_Base):
+    """Model, band mapping and window parameters shared by Segment raster and Segment
+    many rasters, and the SegmentOptions they give (one definition for both)."""
+
+    MODEL, BANDS, THRESHOLD = "MODEL", "BANDS", "THRESHOLD"
     TILE_SIZE, OVERLAP, BATCH_SIZE, BACKEND, DEVICE = (
         "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "BACKEND", "DEVICE"
     )  # fmt: skip
-    POLYGONS, MIN_AREA, OUTPUT_FOLDER = "POLYGONS", "MIN_AREA", "OUTPUT_FOLDER"
+    MIN_AREA, OUTPUT_FOLDER = "MIN_AREA", "OUTPUT_FOLDER"
 
-    def name(self) -> str:
-        return "segmentraster"
-
-    def displayName(self) -> str:  # noqa: N802
-        return tr("Segment raster")
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return tr(
-            "Runs a trained SolarSeg model (model.pt, a run folder's model, or an ONNX file) "
-            "over a raster in overlapping windows and writes probability.tif, mask.tif "
-            "(1 = solar panel) and, optionally, panels.gpkg with one polygon per plant and "
-            "its area. Bands: 1-based raster bands in the model's input order; empty = the "
-            "bands stored in the model."
-        )
-
-    def initAlgorithm(self, config=None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Raster to segment")))
+    def add_model_parameters(self) -> None:
         self.addParameter(
             QgsProcessingParameterFile(
                 self.MODEL,
@@ -205,6 +192,60 @@ class SegmentRasterAlgorithm(_Base):
         self.addParameter(
             QgsProcessingParameterEnum(self.DEVICE, tr("Device"), DEVICES, defaultValue=0)
         )
+
+    def segment_options(
+        self,
+        parameters: dict,
+        context: QgsProcessingContext,
+        model: str,
+        polygons: bool,
+        overwrite: bool = False,
+    ) -> Any:
+        """:class:`core.segment.options.SegmentOptions` from the parameters."""
+        from ..core.segment.options import SegmentOptions  # pure Python
+
+        try:
+            bands = parse_bands(self.parameterAsString(parameters, self.BANDS, context))
+        except ValueError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        backend = BACKENDS[self.parameterAsEnum(parameters, self.BACKEND, context)]
+        if backend == "auto":
+            backend = "onnx" if model.lower().endswith(".onnx") else "torch"
+        return SegmentOptions(
+            tile_size=_int_or_none(self._optional_number(parameters, self.TILE_SIZE, context)),
+            overlap=_int_or_none(self._optional_number(parameters, self.OVERLAP, context)),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            threshold=self._optional_number(parameters, self.THRESHOLD, context),
+            bands=bands,
+            backend=backend,
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            polygons=polygons,
+            min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            overwrite=overwrite,
+        )  # fmt: skip
+
+
+class SegmentRasterAlgorithm(_SegmentBase):
+    INPUT, POLYGONS = "INPUT", "POLYGONS"
+
+    def name(self) -> str:
+        return "segmentraster"
+
+    def displayName(self) -> str:  # noqa: N802
+        return tr("Segment raster")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return tr(
+            "Runs a trained SolarSeg model (model.pt, a run folder's model, or an ONNX file) "
+            "over a raster in overlapping windows and writes probability.tif, mask.tif "
+            "(1 = solar panel) and, optionally, panels.gpkg with one polygon per plant and "
+            "its area. Bands: 1-based raster bands in the model's input order; empty = the "
+            "bands stored in the model."
+        )
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Raster to segment")))
+        self.add_model_parameters()
         self.addParameter(
             QgsProcessingParameterBoolean(self.POLYGONS, tr("Polygons"), defaultValue=True)
         )
@@ -234,30 +275,12 @@ class SegmentRasterAlgorithm(_Base):
             raise QgsProcessingException(
                 tr("{} is not a raster file on disk (GDAL)").format(layer.name())
             )
-        model = self.parameterAsFile(parameters, self.MODEL, context)
-        out_dir = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
-        try:
-            bands = parse_bands(self.parameterAsString(parameters, self.BANDS, context))
-        except ValueError as exc:
-            raise QgsProcessingException(str(exc)) from None
-        backend = BACKENDS[self.parameterAsEnum(parameters, self.BACKEND, context)]
-        if backend == "auto":
-            backend = "onnx" if model.lower().endswith(".onnx") else "torch"
-        from ..core.segment.options import SegmentOptions  # pure Python
         from ..tasks import segment_args
 
-        options = SegmentOptions(
-            tile_size=_int_or_none(self._optional_number(parameters, self.TILE_SIZE, context)),
-            overlap=_int_or_none(self._optional_number(parameters, self.OVERLAP, context)),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            threshold=self._optional_number(parameters, self.THRESHOLD, context),
-            bands=bands,
-            backend=backend,
-            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            polygons=self.parameterAsBool(parameters, self.POLYGONS, context),
-            min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
-            overwrite=True,
-        )
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        out_dir = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
+        polygons = self.parameterAsBool(parameters, self.POLYGONS, context)
+        options = self.segment_options(parameters, context, model, polygons, overwrite=True)
         feedback.pushInfo(tr("Segmenting {} with {}").format(raster, model))
         data = self._run_engine(
             segment_args(Path(model), Path(raster), Path(out_dir), options), feedback
@@ -283,19 +306,10 @@ class SegmentRasterAlgorithm(_Base):
         }
 
 
-class SegmentManyRastersAlgorithm(_Base):
+class SegmentManyRastersAlgorithm(_SegmentBase):
     """``segment-many``: several rasters (layers and/or a folder) on Dask distributed."""
 
-    INPUTS, FOLDER, MODEL, BANDS, THRESHOLD = "INPUTS", "FOLDER", "MODEL", "BANDS", "THRESHOLD"
-    TILE_SIZE, OVERLAP, BATCH_SIZE, BACKEND, DEVICE = (
-        "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "BACKEND", "DEVICE"
-    )  # fmt: skip
-    MIN_AREA, WORKERS, SCHEDULER, OUTPUT_FOLDER = (
-        "MIN_AREA",
-        "WORKERS",
-        "SCHEDULER",
-        "OUTPUT_FOLDER",
-    )
+    INPUTS, FOLDER, WORKERS, SCHEDULER = "INPUTS", "FOLDER", "WORKERS", "SCHEDULER"
 
     def name(self) -> str:
         return "segmentmany"
@@ -328,41 +342,7 @@ class SegmentManyRastersAlgorithm(_Base):
                 behavior=QgsProcessingParameterFile.Folder, optional=True,
             )
         )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.MODEL,
-                tr("Model file (model.pt or .onnx)"),
-                fileFilter=tr("SolarSeg models (*.pt *.onnx)"),
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.BANDS, tr("Band mapping (e.g. 1,2,3,4; empty = model's bands)"),
-                optional=True,
-            )
-        )  # fmt: skip
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.THRESHOLD, tr("Threshold (empty = model's)"),
-                QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0,
-            )
-        )  # fmt: skip
-        for key, label in (
-            (self.TILE_SIZE, tr("Window size in pixels (empty = model's)")),
-            (self.OVERLAP, tr("Window overlap in pixels (empty = model's)")),
-        ):
-            self.addParameter(QgsProcessingParameterNumber(key, label, optional=True, minValue=0))
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.BATCH_SIZE, tr("Batch size"), defaultValue=8, minValue=1
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterEnum(self.BACKEND, tr("Backend"), BACKENDS, defaultValue=0)
-        )
-        self.addParameter(
-            QgsProcessingParameterEnum(self.DEVICE, tr("Device"), DEVICES, defaultValue=0)
-        )
+        self.add_model_parameters()
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.MIN_AREA, tr("Smallest polygon (m²)"), QgsProcessingParameterNumber.Double,
@@ -406,29 +386,11 @@ class SegmentManyRastersAlgorithm(_Base):
             inputs.append(folder)
         if not inputs:
             raise QgsProcessingException(tr("Choose rasters to segment or a folder of rasters"))
-        model = self.parameterAsFile(parameters, self.MODEL, context)
-        out_dir = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
-        try:
-            bands = parse_bands(self.parameterAsString(parameters, self.BANDS, context))
-        except ValueError as exc:
-            raise QgsProcessingException(str(exc)) from None
-        backend = BACKENDS[self.parameterAsEnum(parameters, self.BACKEND, context)]
-        if backend == "auto":
-            backend = "onnx" if model.lower().endswith(".onnx") else "torch"
-        from ..core.segment.options import SegmentOptions  # pure Python
         from ..tasks import segment_many_args
 
-        options = SegmentOptions(
-            tile_size=_int_or_none(self._optional_number(parameters, self.TILE_SIZE, context)),
-            overlap=_int_or_none(self._optional_number(parameters, self.OVERLAP, context)),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            threshold=self._optional_number(parameters, self.THRESHOLD, context),
-            bands=bands,
-            backend=backend,
-            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            polygons=True,
-            min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
-        )
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        out_dir = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
+        options = self.segment_options(parameters, context, model, polygons=True)
         workers = _int_or_none(self._optional_number(parameters, self.WORKERS, context))
         scheduler = self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None
         feedback.pushInfo(tr("Segmenting {} input(s) with {}").format(len(inputs), model))
