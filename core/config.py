@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from .errors import Problem, UserError
-from .models.meta import min_input_side
+from .models.indices import index_problems
+from .models.meta import is_pixel_arch, min_input_side
 
 # Values of train.precision and train.channels_last (resolved in core.models.precision,
 # which needs torch; these stay here so the config is checked without it).
@@ -52,6 +53,12 @@ class DataConfig:
     path: str = "../shared/data/solafune-s2-pv"
     # 1-based band numbers, e.g. [4, 3, 2, 8] for Sentinel-2 R,G,B,NIR; None = all.
     bands: list[int] | None = None
+    # Spectral indices added as input channels, computed inside the model from the
+    # selected bands (core.models.indices): ndvi, ndwi, ndmi, swir_nd, swir_red.
+    indices: list[str] = field(default_factory=list)
+    # Sentinel-2 name of each raster band (B1..B12, B8A), for the indices. None: the
+    # raster's band descriptions, or the 12-band L2A order (B1..B9, B8A, B11, B12).
+    band_names: list[str] | None = None
     # Use only the first N pairs (smoke runs); None = all.
     limit: int | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -162,6 +169,25 @@ class TrainConfig:
 
 
 @dataclass
+class GbmConfig:
+    """Per-pixel gradient-boosted trees (``model.arch: lightgbm``, core.training.pixels):
+    features are the selected bands (raw values) and ``data.indices``."""
+
+    # Training pixels: a seeded sample of at most this many valid pixels of the
+    # training tiles (None: all of them).
+    max_pixels: int | None = 2_000_000
+    # Share of positive pixels in that sample (None: as in the data, uniform sample).
+    positive_share: float | None = None
+    rounds: int = 1000  # boosting rounds at most
+    learning_rate: float = 0.05
+    num_leaves: int = 63
+    # Stop after this many rounds without a better val log-loss (0: never).
+    early_stopping: int = 50
+    # Any other LightGBM parameter, e.g. {min_data_in_leaf: 100, feature_fraction: 0.8}.
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunConfig:
     """The whole configuration of a training run."""
 
@@ -172,6 +198,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    gbm: GbmConfig = field(default_factory=GbmConfig)
 
 
 class ConfigError(UserError, ValueError):
@@ -415,6 +442,10 @@ def config_problems(cfg: RunConfig) -> list[Problem]:
         )
     if cfg.data.bands is not None and any(b < 1 for b in cfg.data.bands):
         refuse("data.bands", f"data.bands are 1-based band numbers, got {cfg.data.bands}")
+    for key, message in index_problems(cfg.data.indices, cfg.data.band_names):
+        refuse(key, message)
+    if is_pixel_arch(cfg.model.arch):
+        out += gbm_problems(cfg)
     s = cfg.data.split
     if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
         refuse("data.split.val", "data.split.val and data.split.test must be in [0,1) and sum < 1")
@@ -451,6 +482,31 @@ def config_problems(cfg: RunConfig) -> list[Problem]:
         refuse("train.batch_size", "train.batch_size must be >= 1")
     if not cfg.loss.terms:
         refuse("loss.terms", "loss.terms must name at least one loss")
+    return out
+
+
+def gbm_problems(cfg: RunConfig) -> list[Problem]:
+    """Values a per-pixel LightGBM run (``model.arch: lightgbm``) cannot run with."""
+    g, out = cfg.gbm, []
+    if cfg.data.upscale != 1:
+        out.append(Problem("data.upscale", "model.arch lightgbm works on native pixels: "
+                           f"data.upscale must be 1, got {cfg.data.upscale}"))  # fmt: skip
+    if g.max_pixels is not None and g.max_pixels < 100:
+        out.append(Problem("gbm.max_pixels", f"gbm.max_pixels must be >= 100, got {g.max_pixels}"))
+    if g.positive_share is not None and not 0 < g.positive_share < 1:
+        out.append(Problem("gbm.positive_share",
+                           f"gbm.positive_share must be in (0, 1), got {g.positive_share}"))  # fmt: skip
+    if g.rounds < 1:
+        out.append(Problem("gbm.rounds", "gbm.rounds must be >= 1"))
+    if not g.learning_rate > 0:
+        out.append(Problem("gbm.learning_rate", "gbm.learning_rate must be > 0"))
+    if g.num_leaves < 2:
+        out.append(Problem("gbm.num_leaves", "gbm.num_leaves must be >= 2"))
+    if g.early_stopping < 0:
+        out.append(Problem("gbm.early_stopping", "gbm.early_stopping must be >= 0"))
+    if cfg.model.init_from:
+        out.append(Problem("model.init_from", "model.init_from (fine-tuning) is for networks, "
+                           "not model.arch lightgbm"))  # fmt: skip
     return out
 
 

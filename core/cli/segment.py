@@ -213,10 +213,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     meta = read_meta(args.model)
     data = {"model": str(args.model), **dataclasses.asdict(meta)}
     args.session.result(data)
-    shown = ("arch", "encoder", "in_channels", "bands", "threshold", "upscale", "tile_size",
-             "overlap", "metrics")  # fmt: skip
+    shown = ("arch", "encoder", "in_channels", "bands", "indices", "threshold", "upscale",
+             "tile_size", "overlap", "metrics")  # fmt: skip
     for key in shown:
-        if key in data:
+        if key == "indices":
+            from ..models.indices import describe
+
+            print(f"{key:<12}{describe(meta.indices)}")
+        elif key in data:
             print(f"{key:<12}{data[key]}")
     return 0
 

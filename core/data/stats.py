@@ -159,3 +159,50 @@ def summarize(
         max=[float(x) for x in acc.hi],
     )
     return DatasetSummary(stats=stats, balance=balance)
+
+
+def run_indices(
+    names: list[str], bands: list[int] | None, band_names: list[str] | None, image: str | Path
+) -> list[dict]:
+    """``data.indices`` resolved on the selected ``bands`` of the dataset whose first
+    image is ``image`` (its band count and descriptions name the Sentinel-2 bands;
+    ``band_names`` overrides them). Statistics at mean 0, std 1 (see
+    :func:`index_stats`). InputError keyed ``data.indices`` / ``data.band_names``."""
+    from ..models.indices import raster_band_names, resolve_indices
+    from .rasters import raster_info
+
+    if not names:
+        return []
+    info = raster_info(image)
+    selected = list(bands) if bands else list(range(1, info.count + 1))
+    raster_names = raster_band_names(info.count, info.descriptions, band_names)
+    return resolve_indices(names, selected, raster_names)
+
+
+def index_stats(
+    pairs: Iterable[Pair],
+    bands: list[int] | None,
+    specs: list[dict],
+    splits: tuple[str | None, ...] = ("train",),
+    cancel: CancelFn = never_cancel,
+) -> list[dict]:
+    """``specs`` with the mean and std of each index over the valid pixels of the
+    ``splits`` tiles at native resolution (raw band values; :func:`index_values`)."""
+    from ..models.indices import index_values
+
+    if not specs:
+        return []
+    acc = _Acc.empty(len(specs))
+    for pair in pairs:
+        if pair.split not in splits:
+            continue
+        check_cancel(cancel)
+        tile = read_tile(pair, bands)
+        acc.add(index_values(tile.image[:, tile.valid], specs, axis=0))
+    if not acc.n.any():
+        raise InputError(f"no valid pixels in split(s) {splits} to compute index statistics")
+    std = np.sqrt(acc.m2 / np.maximum(acc.n, 1))
+    return [
+        {**s, "mean": float(m), "std": float(d)}
+        for s, m, d in zip(specs, acc.mean, std, strict=True)
+    ]

@@ -27,6 +27,7 @@ from .meta import (  # noqa: F401  (re-exported: the model file's public names)
     ModelFileError,
     ModelMeta,
     check_input_side,
+    file_version,
     meta_from_payload,
     min_input_side,
     resolve_model_path,
@@ -142,14 +143,21 @@ def _load_local_encoder(model: nn.Module, path: Path) -> None:
     enc.load_state_dict(own)
 
 
-def save_model_file(path: str | Path, model: nn.Module, meta: ModelMeta) -> None:
-    """Write weights + metadata atomically (never a truncated model file)."""
+def save_model_file(
+    path: str | Path, model: nn.Module | None, meta: ModelMeta, extra: dict | None = None
+) -> None:
+    """Write weights + metadata atomically (never a truncated model file). ``model``
+    None (a LightGBM model) saves no weights; ``extra`` adds plain top-level entries
+    (the LightGBM model's text)."""
+    state = model.state_dict() if model is not None else {}
     payload = {
         "format": MODEL_FORMAT,
-        "version": MODEL_VERSION,
+        "version": file_version(meta),
         "meta": _plain(meta.to_dict()),
         # Contiguous (NCHW) weights whatever layout the model ran in (channels-last).
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        # The index layer's buffers are not persistent: its statistics are in the meta.
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()},
+        **_plain(extra or {}),
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -185,10 +193,26 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor
     return meta, payload["state_dict"]
 
 
+def build_network(meta: ModelMeta, encoder_weights: str | None = None) -> nn.Module:
+    """The network ``meta`` describes (random weights): the architecture for the bands
+    plus the index channels, with its spectral-index layer in front when it has one."""
+    from .index_module import attach_indices
+
+    model = build_model(
+        meta.arch, meta.encoder, meta.network_channels, encoder_weights, meta.model_params
+    )
+    return attach_indices(model, meta.indices, meta.mean, meta.std)
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
     """Rebuild the network from a model file (or run folder), in eval mode."""
     meta, state = read_model_file(path)
-    model = build_model(meta.arch, meta.encoder, meta.in_channels, None, meta.model_params)
+    if meta.is_pixel_model:
+        raise ModelFileError(
+            f"{resolve_model_path(path)}: a per-pixel LightGBM model has no network; "
+            "evaluate and segment run it, ONNX export does not apply"
+        )
+    model = build_network(meta)
     model.load_state_dict(state)
     model.to(device).eval()
     return model, meta

@@ -17,8 +17,13 @@ from typing import Any
 from ..errors import InputError, UserError
 
 MODEL_FORMAT = "solarseg-model"
-MODEL_VERSION = 1
+# Version 2: spectral-index input channels (``indices``) or a per-pixel LightGBM model
+# (``arch: lightgbm``), which an older SolarSeg would misread. A file without either is
+# still written as version 1 (:func:`file_version`), so older readers load it.
+MODEL_VERSION = 2
 MODEL_FILENAME = "model.pt"
+# ``arch`` of a per-pixel gradient-boosted-trees model (core.models.pixel_gbm).
+LIGHTGBM = "lightgbm"
 
 # Smallest input side per architecture (measured with smp 0.5): below it, deep output
 # strides collapse the features (the tuning notes saw DeepLabV3+ reduce a tile to 1x1;
@@ -67,9 +72,33 @@ class ModelMeta:
     # resolved on the machine that runs it), whatever the model was trained with.
     precision: str = "fp32"
     memory_format: str = "contiguous"
+    # Spectral indices computed from the inputs and appended to them inside the model
+    # (core.models.indices): one dict per index with name, kind, sources, bands,
+    # inputs, mean and std. Empty in older files and for models without indices.
+    indices: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def network_channels(self) -> int:
+        """Input channels of the network itself: the bands, then the indices."""
+        return self.in_channels + len(self.indices)
+
+    @property
+    def is_pixel_model(self) -> bool:
+        """A per-pixel LightGBM model (no network): ``arch`` is ``lightgbm``."""
+        return is_pixel_arch(self.arch)
+
+
+def is_pixel_arch(arch: str | None) -> bool:
+    return str(arch or "").strip().lower() == LIGHTGBM
+
+
+def file_version(meta: ModelMeta) -> int:
+    """The lowest model-file version that describes ``meta`` (1 unless it has indices
+    or is a LightGBM model), so older SolarSeg versions keep loading plain models."""
+    return MODEL_VERSION if meta.indices or meta.is_pixel_model else 1
 
 
 def min_input_side(arch: str) -> int:
@@ -150,6 +179,13 @@ def read_model_meta(path: str | Path) -> ModelMeta:
     """A model file's metadata without importing torch (QGIS's process reads it this
     way to fill its dialogs); the weights are not loaded."""
     path = resolve_model_path(path)
+    return meta_from_payload(read_model_payload(path), path)
+
+
+def read_model_payload(path: str | Path) -> dict:
+    """A model file's top-level dict without importing torch: tensors read as None,
+    plain values (metadata, a LightGBM model's text) as they are."""
+    path = Path(path)
     try:
         with zipfile.ZipFile(path) as z:
             name = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
@@ -163,4 +199,6 @@ def read_model_meta(path: str | Path) -> ModelMeta:
             TypeError, AttributeError, IndexError, KeyError) as exc:  # fmt: skip
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise ModelFileError(f"{path}: not a loadable SolarSeg model file ({reason})") from None
-    return meta_from_payload(payload, path)
+    if not isinstance(payload, dict):
+        raise ModelFileError(f"{path}: not a SolarSeg model file")
+    return payload

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import RunConfig, config_problems
 from ..errors import Problem, UserError
+from ..models.meta import is_pixel_arch
 
 # Suffixes of a local encoder weights file (anything else names pretrained weights).
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin")
@@ -29,11 +30,28 @@ def check_train(cfg: RunConfig) -> list[Problem]:
     problems = config_problems(cfg)
     problems += _dataset_problems(cfg)
     problems += _out_dir_problems(cfg.out_dir)
+    if is_pixel_arch(cfg.model.arch):  # per-pixel LightGBM: no network, loss or device
+        return problems + _lightgbm_problems()
     problems += _device_problems(cfg.train.device)
     problems += _loss_problems(cfg)
     problems += _model_problems(cfg)
     problems += _init_problems(cfg)
     return problems
+
+
+def _lightgbm_problems() -> list[Problem]:
+    from .distributed import env_world
+
+    out = []
+    try:
+        import lightgbm  # noqa: F401
+    except ImportError:
+        out.append(Problem("model.arch", "model.arch lightgbm needs the lightgbm package "
+                           "(pip install lightgbm, see requirements.txt)"))  # fmt: skip
+    if env_world() > 1:
+        out.append(Problem("model.arch", "model.arch lightgbm trains in one process; "
+                           "start it without torchrun"))  # fmt: skip
+    return out
 
 
 def _init_problems(cfg: RunConfig) -> list[Problem]:
@@ -77,6 +95,13 @@ def _dataset_problems(cfg: RunConfig) -> list[Problem]:
         check_bands(cfg.data.bands, info.count, index.pairs[0].image)
     except UserError as exc:
         return [Problem("data.bands", str(exc))]
+    if cfg.data.indices and not any(p.field.startswith("data.") for p in config_problems(cfg)):
+        from ..data.stats import run_indices
+
+        try:  # every source band of every index among the selected bands
+            run_indices(cfg.data.indices, cfg.data.bands, cfg.data.band_names, index.pairs[0].image)
+        except UserError as exc:
+            return [Problem.of("data.indices", exc)]
     missing = [s for s in ("train", "val") if not any(p.split == s for p in pairs)]
     if missing:
         return [

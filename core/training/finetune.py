@@ -79,6 +79,9 @@ def load_init_model(cfg: RunConfig) -> InitModel | None:
         differences.append(f"bands {meta.bands} (run: {cfg.data.bands})")
     if meta.upscale != cfg.data.upscale:
         differences.append(f"upscale {meta.upscale} (run: data.upscale {cfg.data.upscale})")
+    own = [s["name"] for s in meta.indices]
+    if own != [str(n).lower() for n in cfg.data.indices]:
+        differences.append(f"indices {own} (run: data.indices {list(cfg.data.indices)})")
     if differences:
         raise IncompatibleModelError(
             f"{path}: cannot start this run from that model: it has "

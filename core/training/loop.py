@@ -24,7 +24,7 @@ from ..config import CONFIG_VERSION, RunConfig, from_dict, save_config, stored_c
 from ..data.dataset import TileDataset
 from ..data.discovery import Pair, find_dataset, write_manifest
 from ..data.splits import split_pairs, split_signature
-from ..data.stats import BandStats, summarize
+from ..data.stats import BandStats, index_stats, run_indices, summarize
 from ..errors import InputError
 from ..evaluation.metrics import ConfusionCounts, confusion
 from ..evaluation.predict import iter_batches, to_native
@@ -32,7 +32,7 @@ from ..io import atomic_write_bytes
 from ..models.build import (
     MODEL_FILENAME,
     ModelMeta,
-    build_model,
+    build_network,
     min_input_side,
     resolve_device,
     save_model_file,
@@ -46,6 +46,7 @@ from .losses import build_loss
 
 SPLITS = ("train", "val", "test")
 CHECKPOINT = "checkpoint.pt"
+INDICES = "indices.json"  # the run's spectral indices with their statistics
 
 
 @dataclass
@@ -81,6 +82,18 @@ def prepare_data(cfg: RunConfig) -> tuple[list[Pair], BandStats, dict]:
     summary = summarize(pairs, cfg.data.bands, stats_splits=("train",))
     balance = {k: v.as_dict() for k, v in summary.balance.items()}
     return pairs, summary.stats, {"form": index.form, "balance": balance}
+
+
+def prepare_indices(cfg: RunConfig, pairs: list[Pair], init=None) -> list[dict]:
+    """``data.indices`` resolved on the run's bands, with mean/std over the training
+    split (core.models.indices); a starting model's own when the run keeps its
+    normalisation (``model.init_normalisation: model``)."""
+    if not cfg.data.indices:
+        return []
+    if init is not None and cfg.model.init_normalisation == "model" and init.meta.indices:
+        return [dict(s) for s in init.meta.indices]
+    specs = run_indices(cfg.data.indices, cfg.data.bands, cfg.data.band_names, pairs[0].image)
+    return index_stats(pairs, cfg.data.bands, specs)
 
 
 def make_datasets(cfg: RunConfig, pairs: list[Pair], stats: BandStats) -> dict[str, TileDataset]:
@@ -259,9 +272,11 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
     if resume is not None:
         pairs = find_dataset(run_dir / "split.csv").pairs
         stats = BandStats.load(run_dir / "stats.json")
+        specs = runs.read_json(run_dir / INDICES) if (run_dir / INDICES).exists() else []
     else:
         pairs, stats, data_info = prepare_data(cfg)
         stats = starting_stats(stats, init, cfg.model.init_normalisation)
+        specs = prepare_indices(cfg, pairs, init)
         if dist.is_main:
             if init is not None:
                 runs.write_json(run_dir / "init_from.json", init.record())
@@ -269,6 +284,8 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
             write_manifest(pairs, run_dir / "split.csv")
             stats.save(run_dir / "stats.json")
             runs.write_json(run_dir / "dataset.json", data_info)
+            if specs:
+                runs.write_json(run_dir / INDICES, specs)
     datasets = make_datasets(cfg, pairs, stats)
     train_ds = datasets["train"]
     train_idx = list(range(len(train_ds)))
@@ -293,25 +310,10 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         num_workers=cfg.data.num_workers,
     )
 
-    in_ch = len(stats.bands)
-    model = build_model(
-        cfg.model.arch, cfg.model.encoder, in_ch, cfg.model.encoder_weights, cfg.model.params
-    )
-    if init is not None:
-        load_weights(model, init)
-    model = numerics.prepare_model(model.to(device))  # before the optimiser sees the weights
-    net = distributed.wrap_model(dist, model)  # DDP under torchrun; evaluate ``model``
-    loss_fn = build_loss(cfg.loss.terms)
-    opt_cls = torch.optim.AdamW if cfg.optim.optimizer == "adamw" else torch.optim.Adam
-    opt = opt_cls(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    sched = _Schedule(opt, cfg)
-    # fp16 (CUDA amp) needs a gradient scaler; bf16 has fp32's exponent range and does not.
-    scaler = torch.amp.GradScaler("cuda", enabled=numerics.precision == "fp16")
-
     meta = ModelMeta(
         arch=cfg.model.arch,
         encoder=cfg.model.encoder,
-        in_channels=in_ch,
+        in_channels=len(stats.bands),
         bands=list(stats.bands),
         mean=list(stats.mean),
         std=list(stats.std),
@@ -324,7 +326,20 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         split=split_signature(pairs, cfg.data.path),
         precision=numerics.precision,
         memory_format=numerics.memory_format,
+        indices=specs,
     )
+    # The network for the bands plus the index channels, its index layer in front.
+    model = build_network(meta, cfg.model.encoder_weights)
+    if init is not None:
+        load_weights(model, init)
+    model = numerics.prepare_model(model.to(device))  # before the optimiser sees the weights
+    net = distributed.wrap_model(dist, model)  # DDP under torchrun; evaluate ``model``
+    loss_fn = build_loss(cfg.loss.terms)
+    opt_cls = torch.optim.AdamW if cfg.optim.optimizer == "adamw" else torch.optim.Adam
+    opt = opt_cls(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    sched = _Schedule(opt, cfg)
+    # fp16 (CUDA amp) needs a gradient scaler; bf16 has fp32's exponent range and does not.
+    scaler = torch.amp.GradScaler("cuda", enabled=numerics.precision == "fp16")
     history: list[dict] = []
     start_epoch, best_epoch = 0, 0
     best_score = math.inf
