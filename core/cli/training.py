@@ -99,7 +99,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..models.build import resolve_model_path
 
     if args.check:
-        problems = check_evaluate(args.model, args.dataset, args.split, args.threshold, args.device)
+        problems = check_evaluate(args.model, args.dataset, args.split, args.threshold,
+                                  args.device, args.blend, args.blend_weight)  # fmt: skip
         return report_checked(args.session, problems)
     model_path = resolve_model_path(args.model)
     out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
@@ -109,8 +110,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model_path, args.dataset, args.split, args.threshold,
         progress=session.progress(lambda _: None), cancel=session.cancel, out_csv=out_csv,
         device=args.device, tta=args.tta, plants_csv=plants_csv, precision=args.precision,
+        blend=args.blend, blend_weight=args.blend_weight,
     )  # fmt: skip
     m = {k: result.metrics.get(k) for k in METRIC_KEYS}
+    if args.blend is not None:
+        m.update(blend=str(args.blend), blend_weight=result.metrics["blend_weight"],
+                 blend_val_iou=result.metrics["blend_val_iou"])  # fmt: skip
     m["plants"] = result.plants.summary() if result.plants else None
     session.result({"metrics": m, "threshold": result.metrics.get("threshold"),
                     "tiles": len(result.rows), "per_image_csv": str(out_csv),
@@ -119,6 +124,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(m))
     else:
         print(f"model {model_path}\nsplit {args.split} ({len(result.rows)} tiles)")
+        if args.blend is not None:
+            how = "given" if args.blend_weight is not None else "chosen on val"
+            print(f"blend {args.blend}: weight {m['blend_weight']:.2f} ({how}; val IoU "
+                  f"{m['blend_val_iou']:.4f}); p = (1 - w) * model + w * blend")  # fmt: skip
         print(format_metrics(m))
         if result.plants is not None:
             print(result.plants.text())
@@ -201,6 +210,16 @@ def add_train_commands(sub) -> None:
     p.add_argument(
         "--precision", choices=("auto", "fp32", "bf16"), default=None,
         help="network arithmetic; default: the model's train.precision setting, resolved here",
+    )  # fmt: skip
+    p.add_argument(
+        "--blend", default=None, metavar="OTHER_MODEL",
+        help="score the average of this model's and OTHER_MODEL's probabilities (e.g. a "
+        "network and a LightGBM model trained on the same split); weight and threshold "
+        "chosen on val unless given",
+    )  # fmt: skip
+    p.add_argument(
+        "--blend-weight", type=float, default=None, metavar="W",
+        help="weight of OTHER_MODEL in the average, 0..1 (default: chosen on val)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.add_argument(

@@ -170,16 +170,52 @@ def predict_dataset(
     ]
 
 
+def predict_pixel_model(
+    model,
+    pairs: list[Pair],
+    progress: ProgressFn = no_progress,
+    cancel: CancelFn = never_cancel,
+    chunk: int = 64,
+) -> list[TilePrediction]:
+    """Probabilities of a per-pixel LightGBM model (:class:`~core.models.pixel_gbm.
+    PixelModel`) for every tile of ``pairs``, at native resolution (0 on invalid
+    pixels, which no metric counts); tiles are predicted ``chunk`` at a time."""
+    from ..data.tiles import read_tile
+    from ..progress import Progress, check_cancel
+
+    out: list[TilePrediction] = []
+    n = len(pairs)
+    for start in range(0, n, chunk):
+        check_cancel(cancel)
+        tiles = [read_tile(p, model.meta.bands) for p in pairs[start : start + chunk]]
+        raw = np.concatenate([t.image[:, t.valid] for t in tiles], axis=1)
+        flat = model.predict_pixels(raw)
+        offset = 0
+        for pair, t in zip(pairs[start : start + chunk], tiles, strict=True):
+            prob = np.zeros(t.valid.shape, np.float32)
+            k = int(t.valid.sum())
+            prob[t.valid] = flat[offset : offset + k]
+            offset += k
+            out.append(TilePrediction(pair, t, prob))
+        done = min(start + chunk, n)
+        progress(Progress("predict", done / n, f"{done}/{n} tiles"))
+    return out
+
+
 def check_evaluate(
     model_path: str | Path,
     dataset_path: str | Path | None = None,
     split: str = "test",
     threshold: float | None = None,
     device: str = "auto",
+    blend: str | Path | None = None,
+    blend_weight: float | None = None,
 ) -> list[Problem]:
     """The one check of an evaluation's (and a split prediction's) inputs: every problem
-    keyed by field (``model``, ``dataset``, ``split``, ``threshold``, ``device``), before
-    the network is built or anything is written."""
+    keyed by field (``model``, ``dataset``, ``split``, ``threshold``, ``device``,
+    ``blend``, ``blend_weight``), before the network is built or anything is written.
+    With ``blend`` (a second model, :mod:`.combine`), both models must score the same
+    tiles in ``split`` and in val (where the weight is chosen)."""
     problems: list[Problem] = []
     if split not in ("train", "val", "test", "all"):
         problems.append(Problem("split", f"split must be train, val, test or all, got {split!r}"))
@@ -202,7 +238,35 @@ def check_evaluate(
     if split != "all" and not any(p.split == split for p in pairs):
         where = dataset_path or "the model's dataset"
         problems.append(Problem("split", f"{where}: split {split!r} has no tiles"))
+    if blend is not None:
+        problems += _blend_problems(pairs, dataset_path, split, blend, blend_weight)
     return problems
+
+
+def _blend_problems(pairs, dataset_path, split, blend, weight) -> list[Problem]:
+    """The second model of a blend: readable, scoring the same tiles as the first in
+    ``split`` and in val; the weight in [0, 1]."""
+    out = []
+    if weight is not None and not 0.0 <= weight <= 1.0:
+        out.append(Problem("blend_weight", f"blend weight must be in [0, 1], got {weight}"))
+    try:
+        other = read_model_meta(blend)
+        other_pairs = split_of_model(other, dataset_path, split, blend)
+    except UserError as exc:
+        return out + [Problem.of("blend", exc)]
+
+    def tiles(ps, s):
+        return [str(p.image) for p in ps if s == "all" or p.split == s]
+
+    for s in dict.fromkeys([split, "val"]):
+        if tiles(pairs, s) != tiles(other_pairs, s):
+            out.append(Problem("blend", f"{blend}: its {s} split is not the model's "
+                               f"({len(tiles(other_pairs, s))} vs {len(tiles(pairs, s))} tiles "
+                               "or other tiles); blend models trained on the same split"))  # fmt: skip
+            break
+    if not tiles(pairs, "val"):
+        out.append(Problem("blend", "the dataset has no val tiles to choose the blend on"))
+    return out
 
 
 def predict_split(
@@ -222,18 +286,30 @@ def predict_split(
     bf16) overrides the model's stored ``train.precision``.
     """
     raise_problems(check_evaluate(model_path, dataset_path, split, None, device))
+    if read_model_meta(model_path).is_pixel_model:  # LightGBM: no network, no device
+        from ..models.pixel_gbm import PixelModel
+
+        pixel_model = PixelModel.load(model_path)
+        meta = pixel_model.meta
+        pairs = _split_tiles(meta, dataset_path, split, model_path)
+        return meta, predict_pixel_model(pixel_model, pairs, progress, cancel)
     dev = resolve_device(device)
     model, meta = load_model(model_path, dev)
-    pairs = split_of_model(meta, dataset_path, split, model_path)
-    if split != "all":
-        pairs = [p for p in pairs if p.split == split]
-    if not pairs:
-        raise InputError(f"split {split!r} has no tiles")
+    pairs = _split_tiles(meta, dataset_path, split, model_path)
     if tta is None:
         tta = config_of_model(meta).train.tta
     numerics = numerics_of_model(meta, dev, precision)
     ds = tile_dataset(meta, pairs)
     return meta, predict_dataset(model, meta, ds, dev, tta, progress, cancel, numerics)
+
+
+def _split_tiles(meta, dataset_path, split: str, model_path) -> list[Pair]:
+    pairs = split_of_model(meta, dataset_path, split, model_path)
+    if split != "all":
+        pairs = [p for p in pairs if p.split == split]
+    if not pairs:
+        raise InputError(f"split {split!r} has no tiles")
+    return pairs
 
 
 def write_per_image_csv(rows: list[dict], path: str | Path) -> None:
@@ -257,6 +333,8 @@ def evaluate(
     plants_csv: str | Path | None = None,
     tta: bool | None = None,
     precision: str | None = None,
+    blend: str | Path | None = None,
+    blend_weight: float | None = None,
 ) -> EvalResult:
     """Metrics of a saved model on a split, at its stored threshold unless given:
     pixel metrics and plant-level results (``result.plants``; one row per plant in
@@ -270,21 +348,40 @@ def evaluate(
     seeded split settings (seed, fractions, group regex) applied to it. Training-time
     tile selection (``data.limit``, the training split) never applies to it.
     ``precision`` (auto, fp32, bf16) overrides the model's stored ``train.precision``.
+
+    ``blend`` (a second model) scores the average ``(1 - w) * p + w * p_blend`` with
+    the weight ``blend_weight``, or chosen on val with the threshold (:mod:`.combine`);
+    ``result.metrics`` then also has ``blend_weight`` and ``blend_val_iou``.
     """
-    raise_problems(check_evaluate(model_path, dataset_path, split, threshold, device))
-    meta, preds = predict_split(
-        model_path,
-        dataset_path,
-        split,
-        progress,
-        cancel,
-        tta=tta,
-        device=device,
-        precision=precision,
+    raise_problems(
+        check_evaluate(model_path, dataset_path, split, threshold, device, blend, blend_weight)
     )
-    skip = config_of_model(meta).data.skip_blank_in_metrics
-    threshold = meta.threshold if threshold is None else threshold
-    result = evaluate_predictions(preds, threshold, skip)
+    if blend is not None:
+        from .combine import evaluate_blend
+
+        def predict(path, which):
+            return predict_split(path, dataset_path, which, progress, cancel, tta=tta,
+                                 device=device, precision=precision)[1]  # fmt: skip
+
+        skip = config_of_model(read_model_meta(model_path)).data.skip_blank_in_metrics
+        result, choice, preds = evaluate_blend(
+            model_path, blend, dataset_path, split, blend_weight, threshold, predict, skip
+        )
+        threshold = choice.threshold
+    else:
+        meta, preds = predict_split(
+            model_path,
+            dataset_path,
+            split,
+            progress,
+            cancel,
+            tta=tta,
+            device=device,
+            precision=precision,
+        )
+        skip = config_of_model(meta).data.skip_blank_in_metrics
+        threshold = meta.threshold if threshold is None else threshold
+        result = evaluate_predictions(preds, threshold, skip)
     # Plants over every tile of the split (a blank tile can hold false detections).
     result.plants = plants_of_predictions(preds, threshold)
     if out_csv is not None:

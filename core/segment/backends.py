@@ -139,6 +139,21 @@ class OnnxBackend:
         return flip_tta(self._run, batch) if self.tta else self._run(batch)
 
 
+class PixelBackend:
+    """A per-pixel LightGBM model (:class:`~core.models.pixel_gbm.PixelModel`): the
+    normalised batch is de-normalised with the model's mean/std and every pixel is
+    classified on its own (no torch). Flip TTA would change nothing and is ignored."""
+
+    name = "lightgbm"
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.meta = model.meta
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.model.predict_normalised(batch)
+
+
 def _meta_from_props(props: dict[str, str], path: Path) -> tuple[ModelMeta, bool]:
     """ModelMeta and 'graph outputs logits?' from an ONNX file's metadata_props."""
     if ONNX_META_KEY not in props:
@@ -178,7 +193,8 @@ def load_backend(
     Runtime runs the graph in fp32.
 
     ``backend="onnx"`` with a PyTorch model file exports it to a temporary ONNX file
-    first (a few seconds); ``backend="torch"`` with an ONNX file is refused, since an ONNX
+    first (a few seconds); a LightGBM model file runs on :class:`PixelBackend` (asked
+    for as ``torch``, the default, and refused for ``onnx``); ``backend="torch"`` with an ONNX file is refused, since an ONNX
     graph cannot be turned back into a PyTorch network.
     """
     if backend not in ("torch", "onnx"):
@@ -191,10 +207,19 @@ def load_backend(
             )
         onnx_backend = OnnxBackend(path, device=device, tta=tta)
         return onnx_backend, onnx_backend.meta
+    from ..models.meta import read_model_meta
+
+    path = resolve_model_path(path)
+    if read_model_meta(path).is_pixel_model:
+        if backend == "onnx":
+            raise InputError(f"{path}: a LightGBM model runs on the 'torch' backend", "backend")
+        from ..models.pixel_gbm import PixelModel
+
+        pixel = PixelBackend(PixelModel.load(path))
+        return pixel, pixel.meta
     from ..models.build import load_model, resolve_device
     from ..models.onnx_export import export_onnx
 
-    path = resolve_model_path(path)
     if backend == "torch":
         dev = resolve_device(device)
         model, meta = load_model(path, dev)

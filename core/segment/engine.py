@@ -403,6 +403,9 @@ def check_segment(
         meta = read_meta(model_path)
     except UserError as exc:
         problems.append(Problem.of("model", exc))
+    if meta is not None and meta.is_pixel_model and options.backend == "onnx":
+        problems.append(Problem("backend", f"{model_path}: a LightGBM model runs on the "
+                                "'torch' backend (it has no ONNX graph)"))  # fmt: skip
     try:
         if meta is None or any(p.field in ("tile_size", "overlap", "bands") for p in problems):
             raster_info(raster_path)  # at least: is the raster readable?

@@ -13,7 +13,6 @@ import io
 import math
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,8 @@ from torch.utils.data import DataLoader
 from ..config import CONFIG_VERSION, RunConfig, from_dict, save_config, stored_config_dict
 from ..data.dataset import TileDataset
 from ..data.discovery import Pair, find_dataset, write_manifest
-from ..data.splits import split_pairs, split_signature
-from ..data.stats import BandStats, index_stats, run_indices, summarize
+from ..data.splits import split_signature
+from ..data.stats import BandStats
 from ..errors import InputError
 from ..evaluation.metrics import ConfusionCounts, confusion
 from ..evaluation.predict import iter_batches, to_native
@@ -37,63 +36,24 @@ from ..models.build import (
     resolve_device,
     save_model_file,
 )
+from ..models.meta import is_pixel_arch
 from ..models.precision import FP32, Numerics
 from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
 from . import distributed, runs
 from .checks import check_train
 from .finetune import load_init_model, load_weights, starting_stats
 from .losses import build_loss
+from .prep import INDICES, prepare_data, prepare_indices
+from .runs import RunResult
 
 SPLITS = ("train", "val", "test")
 CHECKPOINT = "checkpoint.pt"
-INDICES = "indices.json"  # the run's spectral indices with their statistics
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    status: str  # completed | cancelled | early_stopped | time_limit
-    best_epoch: int
-    threshold: float
-    metrics: dict[str, dict] = field(default_factory=dict)
-    device: str = "cpu"
-    precision: str = "fp32"  # what the network ran in: fp32 | bf16 | fp16
-    memory_format: str = "contiguous"  # contiguous (NCHW) | channels_last
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def prepare_data(cfg: RunConfig) -> tuple[list[Pair], BandStats, dict]:
-    """Find pairs, apply the limit and the split, and compute training statistics."""
-    index = find_dataset(cfg.data.path)
-    if cfg.data.limit:
-        index.pairs = index.pairs[: cfg.data.limit]
-    pairs = split_pairs(index, cfg.data.split)
-    missing = [s for s in ("train", "val") if not any(p.split == s for p in pairs)]
-    if missing:
-        raise InputError(
-            f"{cfg.data.path}: the split has no {' and no '.join(missing)} tiles "
-            f"({len(pairs)} pairs); use more data or larger split fractions"
-        )
-    summary = summarize(pairs, cfg.data.bands, stats_splits=("train",))
-    balance = {k: v.as_dict() for k, v in summary.balance.items()}
-    return pairs, summary.stats, {"form": index.form, "balance": balance}
-
-
-def prepare_indices(cfg: RunConfig, pairs: list[Pair], init=None) -> list[dict]:
-    """``data.indices`` resolved on the run's bands, with mean/std over the training
-    split (core.models.indices); a starting model's own when the run keeps its
-    normalisation (``model.init_normalisation: model``)."""
-    if not cfg.data.indices:
-        return []
-    if init is not None and cfg.model.init_normalisation == "model" and init.meta.indices:
-        return [dict(s) for s in init.meta.indices]
-    specs = run_indices(cfg.data.indices, cfg.data.bands, cfg.data.band_names, pairs[0].image)
-    return index_stats(pairs, cfg.data.bands, specs)
 
 
 def make_datasets(cfg: RunConfig, pairs: list[Pair], stats: BandStats) -> dict[str, TileDataset]:
@@ -235,6 +195,12 @@ def train(
     processes train one model with DDP and only rank 0 writes the run folder
     (:mod:`core.training.distributed`); otherwise this is one process, as always.
     """
+    if resume is None and is_pixel_arch(cfg.model.arch):
+        from .pixels import train_pixels  # per-pixel LightGBM: no network, no DDP
+
+        return train_pixels(cfg, progress, cancel)
+    if resume is not None and is_pixel_arch(runs.load_run_config(resume).model.arch):
+        raise InputError(f"{resume}: a LightGBM run cannot be resumed; train it again")
     train_cfg = (runs.load_run_config(resume) if resume is not None else cfg).train
     dist = distributed.setup(train_cfg.device, train_cfg.threads)
     try:

@@ -16,6 +16,7 @@ import io
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,18 @@ from . import distributed
 from .distributed import SINGLE, Dist
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # completed | cancelled | early_stopped | time_limit
+    best_epoch: int
+    threshold: float
+    metrics: dict[str, dict] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "fp32"  # what the network ran in: fp32 | bf16 | fp16
+    memory_format: str = "contiguous"  # contiguous (NCHW) | channels_last
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
@@ -133,11 +146,35 @@ def finish_run(
         preds[split] = predict_dataset(
             model, meta, ds, device, cfg.train.tta, report, lambda: False, numerics
         )
+    return record_results(
+        run_dir, preds, cfg, meta, lambda m: save_model_file(run_dir / MODEL_FILENAME, model, m),
+        run_json, status, best_epoch, views, dist,
+    )  # fmt: skip
+
+
+def record_results(
+    run_dir: Path,
+    preds: dict[str, list],
+    cfg: RunConfig,
+    meta,
+    save_model,
+    run_json: dict,
+    status: str,
+    best_epoch: int,
+    views: dict | None = None,
+    dist: Dist = SINGLE,
+) -> dict:
+    """The final part of every run record, from native-resolution predictions of each
+    split (``TilePrediction`` lists, this rank's share under DDP): threshold chosen on
+    val, exact metrics, per-image and per-plant tables, threshold scan, plots,
+    ``metrics.json``, ``run.json``, and the model file again with its threshold and
+    metrics (``save_model(meta)`` writes it)."""
+    views = views or {}
     skip = cfg.data.skip_blank_in_metrics
     scans = {s: distributed.reduce_scan(dist, evaluate_predictions(p, 0.5, skip, scan=True).scan)
              for s, p in preds.items()}  # fmt: skip
     threshold, _ = scans["val"].best("iou")
-    results = {s: distributed.score_split(dist, p, views[s], threshold, skip)
+    results = {s: distributed.score_split(dist, p, views.get(s), threshold, skip)
                for s, p in preds.items()}  # fmt: skip
     metrics = {s: r.metrics for s, r in results.items()}
     plants = {s: r.plants.summary() for s, r in results.items() if r.plants is not None}
@@ -154,7 +191,7 @@ def finish_run(
     _write_scan_csv(run_dir / "threshold_scan.csv", scans)
     meta.threshold = float(threshold)
     meta.metrics = metrics
-    save_model_file(run_dir / MODEL_FILENAME, model, meta)
+    save_model(meta)
     write_json(
         run_dir / "metrics.json",
         {
