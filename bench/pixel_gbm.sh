@@ -48,10 +48,17 @@ for run in map(Path, sys.argv[1:]):
           f"{r['train_seconds']:>8.1f}")
 PYEOF
 
-blend() {  # NETWORK_RUN GBM_RUN
-    $PY -m core evaluate "$1" --blend "$2" --split test --json \
-        --csv "$OUT/blend_$(basename "$2")_per_image.csv" \
+# What the indices add, paired over the same test tiles (bootstrap over tiles)
+echo "R,G,B,NIR: bands only (A) vs + ndvi, ndwi (B)"
+$PY bench/paired_bootstrap.py "$rgbn" "$rgbn_idx"
+echo "all 12: bands only (A) vs + 5 indices (B)"
+$PY bench/paired_bootstrap.py "$all12" "$all12_idx"
+
+blend() {  # NETWORK_RUN GBM_RUN: the blend's test metrics, then network (A) vs blend (B)
+    local csv="$OUT/blend_$(basename "$2")_per_image.csv"
+    $PY -m core evaluate "$1" --blend "$2" --split test --json --csv "$csv" \
         --plants-csv "$OUT/blend_$(basename "$2")_plants.csv"
+    $PY bench/paired_bootstrap.py "$1/per_image_test.csv" "$csv"
 }
 if [ -n "${NET_RGBN:-}" ]; then blend "$NET_RGBN" "$rgbn_idx"; fi
 if [ -n "${NET_ALL12:-}" ]; then blend "$NET_ALL12" "$all12_idx"; fi

@@ -33,6 +33,7 @@ OPTIONAL = (
     ("onnx", "onnx"),
     ("matplotlib", "matplotlib"),
     ("sklearn", "scikit-learn"),
+    ("lightgbm", "lightgbm"),
 )
 MISSING = "missing"
 

@@ -13,7 +13,7 @@ and in the split (checked by :func:`~.evaluate.check_evaluate`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,10 @@ class BlendChoice:
 
 def blend_predictions(a: list, b: list, weight: float) -> list:
     """``(1 - weight) * a + weight * b`` per tile (TilePrediction lists, same tiles)."""
-    from .evaluate import TilePrediction
-
     if [p.tile_id for p in a] != [p.tile_id for p in b]:
         raise InputError("the two models' predictions are not of the same tiles", "blend")
     w = np.float32(weight)
-    return [TilePrediction(pa.pair, pa.tile, ((1 - w) * pa.prob + w * pb.prob).astype(np.float32))
+    return [replace(pa, prob=((1 - w) * pa.prob + w * pb.prob).astype(np.float32))
             for pa, pb in zip(a, b, strict=True)]  # fmt: skip
 
 

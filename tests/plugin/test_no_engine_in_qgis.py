@@ -14,7 +14,7 @@ from pathlib import Path
 from tests.conftest import REPO
 
 FORBIDDEN = ("torch", "rasterio", "segmentation_models_pytorch", "onnxruntime", "sympy",
-             "triton", "onnx", "sklearn", "matplotlib")  # fmt: skip
+             "triton", "onnx", "sklearn", "matplotlib", "lightgbm")  # fmt: skip
 PLUGIN = REPO / "solar_seg_plugin"
 
 
