@@ -10,6 +10,12 @@
 #       ... also blends each LightGBM model with a network run of the same split
 #       (weight and threshold chosen on val; evaluate --blend)
 #
+# The blend figure reported for issue 11 used a short network on the same split (12
+# minutes, one thread, on a loaded machine: val IoU 0.703, test 0.621):
+#   .venv/bin/python -m core train --config configs/all12.yaml train.threads=1 \
+#       train.max_minutes=12 train.epochs=15 name=net-all12-short out_dir=$OUT
+#   NET_ALL12=$OUT/net-all12-short-... (with the runs above)
+#
 # From the repository root. THREADS (default 1) sets LightGBM's threads: on a shared
 # machine, OpenMP threads that wait for a busy core slow LightGBM down a lot.
 set -euo pipefail
