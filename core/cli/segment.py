@@ -123,6 +123,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for path in result.outputs:
         print(f"wrote {path}")
     print(result.summary())
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -203,6 +205,8 @@ def cmd_segment_many(args: argparse.Namespace) -> int:
         if path:
             print(f"wrote {path}")
     print(result.summary())
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

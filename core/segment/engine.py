@@ -50,6 +50,7 @@ from ..models.meta import ModelMeta, min_input_side
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from .backends import Backend, load_backend, read_meta
 from .blend import StripBlender
+from .drift import drift_warning
 from .options import ReferenceOptions, SegmentOptions  # noqa: F401 (public here too)
 from .polygons import polygonize_mask, raster_area_m2
 from .reference import PLANTS_CSV, PLANTS_GPKG, open_reference, score_scene
@@ -100,6 +101,8 @@ class SegmentResult:
     plants_gpkg_path: Path | None = None
     plants: dict[str, Any] | None = None
     plants_text: str = ""
+    # Lines the user should read: e.g. the raster's values are not on the model's scale.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def outputs(self) -> list[Path]:
@@ -442,6 +445,10 @@ def segment_with_backend(
     plan = _plan(raster_path, meta, options)
     finals = _final_paths(out_dir, options)
     predict = make_predict(backend, plan.upscale)
+    drift = drift_warning(raster_path, plan.bands, plan.mean, plan.std, plan.nodata)
+    warnings = [drift] if drift else []
+    if drift:
+        progress(Progress("warning", 0.0, drift))
     scale = 1.0 - POLYGON_PROGRESS_SHARE if options.polygons else 1.0
     panels = polygons_path = None
     polygon_area_m2 = 0.0
@@ -508,4 +515,5 @@ def segment_with_backend(
         plants_gpkg_path=finals[-1] if plants is not None else None,
         plants=plants.summary() if plants is not None else None,
         plants_text=plants.text() if plants is not None else "",
+        warnings=warnings,
     )

@@ -65,7 +65,7 @@ MARKER_VERSION = 1
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc", ".hdf", ".h5")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 SUMMARY_COLUMNS = ("scene", "raster", "pixels", "km2", "seconds", "panels", "panels_merged",
-                   "hectares", "status", "error")  # fmt: skip
+                   "hectares", "status", "error", "warning")  # fmt: skip
 # Options that do not change a scene's outputs (not part of the done-marker key).
 NOT_IN_KEY = ("batch_size", "device", "overwrite")
 # Seconds between two polls of the cancel event by a running scene.
@@ -126,6 +126,7 @@ class SceneRow:
     hectares: float | None = None
     status: str = CANCELLED
     error: str = ""
+    warning: str = ""  # e.g. values not on the model's scale (core.segment.drift)
 
 
 @dataclass
@@ -265,6 +266,7 @@ def _row_from_marker(scene: Scene, marker: dict[str, Any], status: str) -> Scene
         panels=r.get("panels"),
         hectares=r.get("panel_area_ha"),
         status=status,
+        warning="; ".join(r.get("warnings") or []),
     )
 
 
@@ -368,6 +370,7 @@ def run_scene(
     atomic_write_text(out / MARKER_FILENAME, json.dumps(marker, indent=1, default=str))
     row.pixels, row.km2, row.seconds = result.pixels, result.area_km2, result.seconds
     row.panels, row.hectares, row.status = result.panels, result.panel_area_ha, DONE
+    row.warning = "; ".join(result.warnings)
     return asdict(row)
 
 

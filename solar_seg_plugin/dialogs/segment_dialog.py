@@ -44,6 +44,7 @@ from ..core.errors import UserError
 from ..vector_source import polygon_source
 from .widgets import (
     ERROR_STYLE,
+    WARNING_STYLE,
     PathEdit,
     add_field_row,
     add_task_footer,
@@ -463,9 +464,13 @@ class SegmentDialog(QDialog):
                 ref=p["reference_ha"], pred=p["predicted_ha"],
             )  # fmt: skip
         self.progress_bar.setValue(100)
+        warnings = list(getattr(r, "warnings", None) or [])
+        if warnings:  # e.g. values not on the model's scale: the mask may be wrong
+            text += "\n" + "\n".join("⚠ " + w for w in warnings)
+            self.status.setStyleSheet(WARNING_STYLE)
         self.status.setText(text)
         if bar is not None:
-            bar.pushMessage(PLUGIN_NAME, text, Qgis.Success)
+            bar.pushMessage(PLUGIN_NAME, text, Qgis.Warning if warnings else Qgis.Success)
 
     def add_outputs(self, outcome: tasks.SegmentOutcome, source: QgsRasterLayer) -> list:
         """Probability, mask, polygons and error overlay in a group above the source."""

@@ -20,6 +20,7 @@ from qgis.PyQt.QtWidgets import (
 from ..common import Settings, safe_slot, tr
 
 ERROR_STYLE = "color: #c0392b;"
+WARNING_STYLE = "color: #b9770e;"
 
 
 def error_label() -> QLabel:
