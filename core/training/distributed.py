@@ -132,6 +132,12 @@ def setup(device_name: str, threads: int | None) -> Dist:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     device = resolve_device(device_name)
     if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise InputError(
+                f"torchrun started {local_world} processes on this machine, which has {gpus} "
+                f"CUDA GPU(s): use --nproc_per_node {gpus} or fewer (or train.device=cpu)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"

@@ -291,6 +291,7 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         drop_last=n_train > cfg.train.batch_size,
         generator=generator,
         num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",  # faster, asynchronous copies to the GPU
     )
 
     in_ch = len(stats.bands)
@@ -360,7 +361,8 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
             for b, (x, y, v) in enumerate(loader):
                 if batch_cancel():
                     raise Cancelled("cancelled by user")
-                x, y, v = numerics.prepare_input(x.to(device)), y.to(device), v.to(device)
+                x, y, v = (t.to(device, non_blocking=True) for t in (x, y, v))
+                x = numerics.prepare_input(x)
                 opt.zero_grad(set_to_none=True)
                 with numerics.autocast(device.type):
                     logits = net(x)
