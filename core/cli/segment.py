@@ -66,8 +66,9 @@ def add_segment_options(p: argparse.ArgumentParser, polygons_flag: bool = True) 
     )
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x time)")
     p.add_argument(
-        "--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-        help="torch backend: fp32, bf16 autocast, or auto (bf16 where the CPU has it natively)",
+        "--precision", choices=("fp32", "bf16", "fp16", "auto"), default="fp32",
+        help="torch backend: fp32, bf16 autocast, fp16 autocast (CUDA only), or auto (bf16 "
+        "where the CPU has it natively)",
     )  # fmt: skip
     p.add_argument(
         "--probability-dtype",

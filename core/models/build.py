@@ -195,9 +195,25 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU."""
+    """``auto`` -> the first CUDA GPU when there is one, else the CPU; ``cpu``; ``cuda``
+    or ``cuda:N`` (refused without a CUDA GPU, or when GPU ``N`` does not exist); other
+    torch device names (``mps``...) as torch reads them. A name torch does not know is
+    refused with the names it can take."""
+    name = (name or "auto").strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA GPU is available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(
+            f"unknown device {name!r}; use auto, cpu, cuda or cuda:N", "device"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name!r} was asked for but no CUDA GPU is available")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise InputError(
+                f"device {name!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+            )
+    return device

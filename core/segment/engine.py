@@ -394,13 +394,7 @@ def check_segment(
         problems.append(
             Problem("backend", f"{model_path}: an ONNX file runs on the 'onnx' backend")
         )
-    if options.device.startswith("cuda") and options.backend == "torch":
-        from ..models.build import resolve_device
-
-        try:
-            resolve_device(options.device)
-        except UserError as exc:
-            problems.append(Problem.of("device", exc))
+    problems += _device_problems(options)
     meta = None
     try:
         meta = read_meta(model_path)
@@ -419,6 +413,37 @@ def check_segment(
         except UserError as exc:
             problems.append(Problem("reference", str(exc), exc))
     return problems, meta
+
+
+def _device_problems(options: SegmentOptions) -> list[Problem]:
+    """The device the backend would run on, and precision fp16 (torch on CUDA only).
+    The torch backend's device is checked when torch is asked for CUDA or fp16; the ONNX
+    backend's against ONNX Runtime's providers (without importing torch)."""
+    device = (options.device or "auto").strip().lower()
+    if options.backend == "onnx":
+        import onnxruntime as ort
+
+        from .backends import onnx_providers
+
+        try:
+            onnx_providers(device, ort.get_available_providers())
+        except UserError as exc:
+            return [Problem.of("device", exc)]
+        return []
+    if not (device.startswith("cuda") or options.precision == "fp16"):
+        return []
+    from ..models.build import resolve_device
+    from ..models.precision import resolve_precision
+
+    try:
+        resolved = resolve_device(device)
+    except UserError as exc:
+        return [Problem.of("device", exc)]
+    try:
+        resolve_precision(options.precision, resolved.type, amp=False)
+    except UserError as exc:
+        return [Problem.of("precision", exc)]
+    return []
 
 
 def _final_paths(out_dir: Path, options: SegmentOptions) -> list[Path]:

@@ -222,7 +222,7 @@ def train(
     processes train one model with DDP and only rank 0 writes the run folder
     (:mod:`core.training.distributed`); otherwise this is one process, as always.
     """
-    train_cfg = (runs.load_run_config(resume) if resume is not None else cfg).train
+    train_cfg = runs.resume_settings(resume) if resume is not None else cfg.train
     dist = distributed.setup(train_cfg.device, train_cfg.threads)
     try:
         return _train(cfg, progress, cancel, resume, dist)
@@ -235,7 +235,10 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         progress = no_progress  # one voice: rank 0 reports
     init = None
     if resume is not None:
+        # Rank 0 checks the folder (one error line); then every rank reads the same
+        # config, split, statistics and checkpoint (checked below) from the shared folder.
         run_dir = Path(resume)
+        distributed.check_on_main(dist, lambda: runs.check_resume(run_dir))
         cfg = runs.load_run_config(run_dir)
     else:
         # Every refused setting is reported before the run folder exists.
@@ -291,6 +294,7 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         drop_last=n_train > cfg.train.batch_size,
         generator=generator,
         num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",  # faster, asynchronous copies to the GPU
     )
 
     in_ch = len(stats.bands)
@@ -330,6 +334,10 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
     best_score = math.inf
     stale = 0
     if resume is not None:
+        # Under DDP every rank must continue from the same state: refused when a rank
+        # sees other files than rank 0 (a node without the shared run folder).
+        if dist.enabled:
+            distributed.agree(dist, runs.resume_digest(run_dir), f"{run_dir}: the run folder")
         ck = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -360,7 +368,8 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
             for b, (x, y, v) in enumerate(loader):
                 if batch_cancel():
                     raise Cancelled("cancelled by user")
-                x, y, v = numerics.prepare_input(x.to(device)), y.to(device), v.to(device)
+                x, y, v = (t.to(device, non_blocking=True) for t in (x, y, v))
+                x = numerics.prepare_input(x)
                 opt.zero_grad(set_to_none=True)
                 with numerics.autocast(device.type):
                     logits = net(x)
