@@ -11,6 +11,7 @@ reason, and the dialog shows the engine's summary.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import time
@@ -70,6 +71,8 @@ def main(run: str, out: str) -> None:
     print(dialog.status.text())
     dialog.grab().save(out)
     dialog.shutdown()
+    project.removeAllMapLayers()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
