@@ -164,7 +164,7 @@ def _scenes_bar():
 
 
 def cmd_segment_many(args: argparse.Namespace) -> int:
-    from ..segment.many import ClusterOptions, check_segment_many, segment_many
+    from ..segment.many import ClusterOptions, check_segment_many, scene_outputs, segment_many
 
     options = segment_options(args, polygons=True)
     cluster = ClusterOptions(
@@ -190,7 +190,9 @@ def cmd_segment_many(args: argparse.Namespace) -> int:
             "out": str(result.out_dir),
             "summary_csv": str(result.summary_path),
             "polygons": str(result.polygons_path) if result.polygons_path else None,
-            "scenes": [dataclasses.asdict(r) for r in result.rows],
+            "scenes": [
+                {**dataclasses.asdict(r), **scene_outputs(result.out_dir, r)} for r in result.rows
+            ],
             "counts": result.counts,
             "panels": result.panels,
             "panel_area_ha": result.panel_area_ha,
