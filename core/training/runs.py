@@ -2,7 +2,8 @@
 
 A run folder holds: ``config.yaml`` (feed it back to reproduce the run),
 ``split.csv`` (the split as a manifest), ``stats.json`` (normalisation),
-``dataset.json`` (form and class balance), ``history.csv``, ``model.pt`` (best,
+``dataset.json`` (form and class balance), ``loss.json`` (the loss terms as trained,
+``pos_weight: auto`` resolved), ``history.csv``, ``model.pt`` (best,
 self-describing), ``checkpoint.pt`` (last epoch, for resume), ``metrics.json``,
 ``threshold_scan.csv``, ``per_image_<split>.csv``, ``plants_<split>.csv`` (plant-level
 results, :mod:`core.evaluation.plants`; their summary is in ``metrics.json``),
@@ -58,6 +59,10 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     if not path.exists():
         raise MissingInputError(f"{run_dir}: not a run folder (no config.yaml)")
     return load_config(path, default_version=1)
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
 
 
 def write_json(path: str | Path, data: Any) -> None:
