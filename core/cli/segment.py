@@ -225,6 +225,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key in shown:
         if key in data:
             print(f"{key:<12}{data[key]}")
+    if meta.averaging:
+        a = meta.averaging
+        print(f"{'averaging':<12}{a.get('kind')} decay {a.get('decay')} after "
+              f"{a.get('updates')} updates (epoch {a.get('epoch', '?')})")  # fmt: skip
+    if meta.ensemble:
+        members = meta.ensemble.get("members", [])
+        print(f"{'ensemble':<12}{len(members)} members, {meta.ensemble.get('combine')}, "
+              f"threshold from {meta.ensemble.get('threshold_from', '?')}")  # fmt: skip
+        for i, m in enumerate(members):
+            val = (m.get("metrics") or {}).get("val", {})
+            iou = f"{val['iou']:.4f}" if "iou" in val else "n/a"
+            print(f"  [{i}] {m['arch']} {m['encoder']} val IoU {iou} sha256 "
+                  f"{m['sha256'][:12]} {m['source']}")  # fmt: skip
     return 0
 
 

@@ -186,12 +186,38 @@ def read_model_file(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
-    """Rebuild the network from a model file (or run folder), in eval mode."""
+    """Rebuild the network from a model file (or run folder), in eval mode. An
+    ensemble's network is rebuilt from its members' metadata (:mod:`.ensemble`)."""
     meta, state = read_model_file(path)
-    model = build_model(meta.arch, meta.encoder, meta.in_channels, None, meta.model_params)
+    if meta.ensemble:
+        model: nn.Module = ensemble_network(meta)
+    else:
+        model = build_model(meta.arch, meta.encoder, meta.in_channels, None, meta.model_params)
     model.load_state_dict(state)
     model.to(device).eval()
     return model, meta
+
+
+def ensemble_network(meta: ModelMeta) -> nn.Module:
+    """The (untrained) network of an ensemble model file, from its metadata alone: its
+    members' networks in a :class:`~.ensemble.MeanProbabilityEnsemble`."""
+    from .ensemble import MeanProbabilityEnsemble
+
+    members = meta.ensemble.get("members") or []
+    if not members:
+        raise ModelFileError("ensemble model file lists no members")
+    return MeanProbabilityEnsemble(
+        [
+            build_model(
+                m["arch"],
+                m["encoder"],
+                int(m["in_channels"]),
+                None,
+                dict(m.get("model_params") or {}),
+            )  # fmt: skip
+            for m in members
+        ]
+    )
 
 
 def resolve_device(name: str = "auto") -> torch.device:

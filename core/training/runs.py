@@ -2,7 +2,8 @@
 
 A run folder holds: ``config.yaml`` (feed it back to reproduce the run),
 ``split.csv`` (the split as a manifest), ``stats.json`` (normalisation),
-``dataset.json`` (form and class balance), ``history.csv``, ``model.pt`` (best,
+``dataset.json`` (form and class balance), ``loss.json`` (the loss terms as trained,
+``pos_weight: auto`` resolved), ``history.csv``, ``model.pt`` (best,
 self-describing), ``checkpoint.pt`` (last epoch, for resume), ``metrics.json``,
 ``threshold_scan.csv``, ``per_image_<split>.csv``, ``plants_<split>.csv`` (plant-level
 results, :mod:`core.evaluation.plants`; their summary is in ``metrics.json``),
@@ -109,6 +110,10 @@ def resume_digest(run_dir: str | Path) -> str:
         with open(Path(run_dir) / name, "rb") as f:
             digest.update(name.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
     return digest.hexdigest()
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
 
 
 def write_json(path: str | Path, data: Any) -> None:
