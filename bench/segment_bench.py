@@ -25,7 +25,9 @@ What it does, all on rasters built in ``--work`` (never in the repository):
    run with the same model and raster by the interpreter given in ``--peer-python``
    (a throwaway venv, never the project's), timed and measured the same way.
 
-Results go to ``--work/results.json`` and, with ``--doc``, to a Markdown section.
+Results go to ``--work/results.json``, with ``--json PATH`` to PATH as well (what
+``bench/estimate_coverage.py`` reads: ``throughput.<backend>.km2_per_minute``, ``pixels``,
+``area_km2``), and with ``--doc`` to a Markdown section.
 """
 
 from __future__ import annotations
@@ -418,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peer-sizes", default="2048,8192", help="raster sides for the peer")
     p.add_argument("--skip", default="", help="comma list of: micro,throughput,memory,peer")
     p.add_argument("--doc", help="write the Markdown section here")
+    p.add_argument("--json", help="write the results JSON here too (bench/estimate_coverage.py)")
     # children
     p.add_argument("--child", choices=("segment", "geoai-semantic", "geoai-predict"))
     p.add_argument("--raster")
@@ -452,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         results_path.write_text(json.dumps(results, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
 
     if "micro" not in skip:
         results["micro"] = micro(model, onnx_path)

@@ -3,7 +3,7 @@ of a LocalCluster, and on a separate ``dask scheduler`` + 2 ``dask worker`` proc
 loopback (the multi-machine path), all in one run so the ratio shares the machine's load.
 
     .venv/bin/python bench/segment_many.py [--scenes 8] [--work /tmp/solarseg-many]
-        [--skip-external]
+        [--skip-external] [--json PATH]
 
 Scenes (built in ``--work``, never in the repository): overlapping 300 x 280 crops of
 the real scene ``../shared/data/scenes/rgbn_haiti_5m.tif`` (R,G,B,NIR, 5 m, EPSG:32618;
@@ -13,7 +13,9 @@ a random-init Unet resnet18 on bands 1-4 (tile 256, overlap 64): speed does not 
 on the weights. Each configuration writes into its own output folder (nothing is
 skipped), with polygons (segment-many always makes them) and the merged GeoPackage.
 Times are wall clock of the whole ``segment_many`` call: cluster start, model load on
-each worker, every scene, the merge. Torch threads: 2 for the lone worker, 1 each for two.
+each worker, every scene, the merge. Torch threads: 2 for the lone worker, 1 each for two. Results: ``--work/results.json``
+and, with ``--json PATH``, PATH too (``bench/estimate_coverage.py`` reads
+``results.local_1_worker``: km2_per_min, pixels, pixel_m).
 """
 
 from __future__ import annotations
@@ -89,11 +91,14 @@ def run(model: Path, scenes: list[Path], out: Path, cluster) -> dict:
     result = segment_many(model, scenes, out, SegmentOptions(), cluster)
     wall = time.perf_counter() - t0
     km2 = sum(r.km2 or 0 for r in result.rows)
+    pixels = sum(r.pixels or 0 for r in result.rows)
     assert result.counts == {"done": len(scenes)}, result.counts
     return {
         "seconds": wall,
         "scenes": len(scenes),
         "km2": km2,
+        "pixels": pixels,
+        "pixel_m": (km2 * 1e6 / pixels) ** 0.5 if pixels else None,
         "scenes_per_min": len(scenes) / wall * 60,
         "km2_per_min": km2 / wall * 60,
         "scene_seconds_sum": sum(r.seconds or 0 for r in result.rows),
@@ -134,6 +139,7 @@ def main() -> int:
     parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--work", type=Path, default=Path("/tmp/solarseg-many"))
     parser.add_argument("--skip-external", action="store_true")
+    parser.add_argument("--json", type=Path, help="write the results JSON here too")
     args = parser.parse_args()
     from core.segment.many import ClusterOptions
 
@@ -166,6 +172,8 @@ def main() -> int:
         "ratio_2_vs_1": two["scenes_per_min"] / one["scenes_per_min"],
     }
     (args.work / "results.json").write_text(json.dumps(report, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     return 0
 

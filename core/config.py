@@ -68,8 +68,11 @@ class DataConfig:
     # multiple of pad_multiple). None = whole padded tiles. Val/test stay whole.
     train_crop: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # Leave tiles whose mask is all background out of the loss / the metrics.
+    # Leave blank tiles (no positive valid pixel in the training sample, after cropping
+    # and augmentation) out of the loss: their pixels are masked out of every loss term,
+    # in training and in the val loss; they stay in the batches and in every metric.
     skip_blank_in_loss: bool = False
+    # Leave tiles whose mask is all background out of the metrics (IoU, F1, ...).
     skip_blank_in_metrics: bool = False
     num_workers: int = 0
 
@@ -100,11 +103,15 @@ class LossTerm:
     neg_weight), ``focal`` (alpha, gamma), ``jaccard`` (pos_weight, neg_weight: the
     class-aware soft IoU of the positive and negative class), ``lovasz`` (the Lovasz
     hinge, a convex surrogate of the positive-class IoU).
+
+    ``pos_weight: auto`` (``bce`` and ``weighted_bce``): negative / positive valid
+    pixels of the training split's masks, computed when the run starts and recorded in
+    its ``loss.json``. Every other param is a number.
     """
 
     name: str
     weight: float = 1.0
-    params: dict[str, float] = field(default_factory=dict)
+    params: dict[str, float | str] = field(default_factory=dict)
 
 
 @dataclass
@@ -135,6 +142,20 @@ class EarlyStopConfig:
 
 
 @dataclass
+class EmaConfig:
+    """Exponential moving average of the weights (parameters and BatchNorm statistics),
+    updated after every optimiser step: ``avg = d * avg + (1 - d) * weights``. When
+    enabled, every epoch's val/test figures, the best-model choice and the saved model
+    are the averaged weights' (the model file's ``averaging`` says so)."""
+
+    enabled: bool = False
+    decay: float = 0.999
+    # d = min(decay, (1 + n) / (10 + n)) at the n-th update (n = 0, 1, ...), so the
+    # average forgets the random start quickly in short runs.
+    warmup: bool = True
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 16
@@ -152,6 +173,7 @@ class TrainConfig:
     channels_last: str = "auto"
     amp: bool = True  # CUDA only: what precision auto means there (fp16 autocast or fp32)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
     # Thresholds reported in every metrics table; the best on val is scanned separately.
     report_thresholds: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
     tta: bool = False  # flip test-time augmentation at evaluation
@@ -312,7 +334,12 @@ def _coerce(tp: Any, value: Any, where: str, strict: bool = True) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where, strict)
+        for candidate in inner[:-1]:  # the first type that takes the value (float | str)
+            try:
+                return _coerce(candidate, value, where, strict)
+            except ConfigError:
+                pass
+        return _coerce(inner[-1], value, where, strict)
     if origin is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
@@ -480,6 +507,11 @@ def config_problems(cfg: RunConfig) -> list[Problem]:
         )
     if cfg.train.batch_size < 1:
         refuse("train.batch_size", "train.batch_size must be >= 1")
+    if cfg.train.ema.enabled and not 0.0 < cfg.train.ema.decay < 1.0:
+        refuse(
+            "train.ema.decay",
+            f"train.ema.decay must be in (0, 1), got {cfg.train.ema.decay}",
+        )
     if not cfg.loss.terms:
         refuse("loss.terms", "loss.terms must name at least one loss")
     return out

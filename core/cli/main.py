@@ -1,7 +1,7 @@
 """Command line of the engine: ``python -m core COMMAND ...``.
 
-Commands: stats, chips, train, evaluate, compare, baseline, segment, export-onnx, info,
-predict-split, doctor. ``train --check`` and ``segment --check`` only validate their
+Commands: stats, chips, train, evaluate, ensemble, compare, baseline, segment,
+export-onnx, info, predict-split, doctor. ``train --check`` and ``segment --check`` only validate their
 inputs. Errors
 in the input (bad files, bad settings) print one clear line and exit with status 2.
 """

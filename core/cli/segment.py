@@ -66,8 +66,9 @@ def add_segment_options(p: argparse.ArgumentParser, polygons_flag: bool = True) 
     )
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x time)")
     p.add_argument(
-        "--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-        help="torch backend: fp32, bf16 autocast, or auto (bf16 where the CPU has it natively)",
+        "--precision", choices=("fp32", "bf16", "fp16", "auto"), default="fp32",
+        help="torch backend: fp32, bf16 autocast, fp16 autocast (CUDA only), or auto (bf16 "
+        "where the CPU has it natively)",
     )  # fmt: skip
     p.add_argument(
         "--probability-dtype",
@@ -123,6 +124,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for path in result.outputs:
         print(f"wrote {path}")
     print(result.summary())
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -161,7 +164,7 @@ def _scenes_bar():
 
 
 def cmd_segment_many(args: argparse.Namespace) -> int:
-    from ..segment.many import ClusterOptions, check_segment_many, segment_many
+    from ..segment.many import ClusterOptions, check_segment_many, scene_outputs, segment_many
 
     options = segment_options(args, polygons=True)
     cluster = ClusterOptions(
@@ -187,7 +190,9 @@ def cmd_segment_many(args: argparse.Namespace) -> int:
             "out": str(result.out_dir),
             "summary_csv": str(result.summary_path),
             "polygons": str(result.polygons_path) if result.polygons_path else None,
-            "scenes": [dataclasses.asdict(r) for r in result.rows],
+            "scenes": [
+                {**dataclasses.asdict(r), **scene_outputs(result.out_dir, r)} for r in result.rows
+            ],
             "counts": result.counts,
             "panels": result.panels,
             "panel_area_ha": result.panel_area_ha,
@@ -203,6 +208,8 @@ def cmd_segment_many(args: argparse.Namespace) -> int:
         if path:
             print(f"wrote {path}")
     print(result.summary())
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -222,6 +229,19 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"{key:<12}{describe(meta.indices)}")
         elif key in data:
             print(f"{key:<12}{data[key]}")
+    if meta.averaging:
+        a = meta.averaging
+        print(f"{'averaging':<12}{a.get('kind')} decay {a.get('decay')} after "
+              f"{a.get('updates')} updates (epoch {a.get('epoch', '?')})")  # fmt: skip
+    if meta.ensemble:
+        members = meta.ensemble.get("members", [])
+        print(f"{'ensemble':<12}{len(members)} members, {meta.ensemble.get('combine')}, "
+              f"threshold from {meta.ensemble.get('threshold_from', '?')}")  # fmt: skip
+        for i, m in enumerate(members):
+            val = (m.get("metrics") or {}).get("val", {})
+            iou = f"{val['iou']:.4f}" if "iou" in val else "n/a"
+            print(f"  [{i}] {m['arch']} {m['encoder']} val IoU {iou} sha256 "
+                  f"{m['sha256'][:12]} {m['source']}")  # fmt: skip
     return 0
 
 

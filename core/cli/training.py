@@ -1,4 +1,5 @@
-"""Command-line commands of the training side: train, evaluate, compare, baseline."""
+"""Command-line commands of the training side: train, evaluate, ensemble, compare,
+baseline."""
 
 from __future__ import annotations
 
@@ -136,6 +137,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..training.ensemble import make_ensemble
+
+    if args.out.exists() and not args.overwrite:
+        raise InputError(f"{args.out}: already exists (--overwrite to replace it)", "out")
+    session = args.session
+    result = make_ensemble(
+        args.models, args.out, dataset=args.dataset, device=args.device,
+        precision=args.precision, progress=session.progress(lambda _: None),
+        cancel=session.cancel,
+    )  # fmt: skip
+    members = result.meta.ensemble["members"]
+    session.result({"model": str(result.path), "size": len(members),
+                    "threshold": result.threshold, "metrics": result.metrics,
+                    "members": [{"source": m["source"], "sha256": m["sha256"]}
+                                for m in members]})  # fmt: skip
+    print(f"ensemble of {len(members)} models, threshold {result.threshold:.2f} (chosen on val)")
+    for m in members:
+        val = m["metrics"].get("val", {})
+        iou = f"{val['iou']:.4f}" if "iou" in val else "n/a"
+        print(f"  member {m['arch']} {m['encoder']} val IoU {iou} (thr. {m['threshold']:.2f})"
+              f"  {m['source']}")  # fmt: skip
+    for split, m in result.metrics.items():
+        print(
+            f"{split:<5} IoU {m['iou']:.4f}  F1 {m['f1']:.4f}  precision {m['precision']:.4f}  "
+            f"recall {m['recall']:.4f}"
+        )
+    print(result.path)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..training.runs import compare
 
@@ -227,6 +260,30 @@ def add_train_commands(sub) -> None:
         help="only check model, dataset, split and threshold (every problem, nothing written)",
     )  # fmt: skip
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "ensemble",
+        help="one model file averaging several models' probabilities; threshold chosen on val",
+        description="Combine model files (or run folders) with the same bands, normalisation, "
+        "upscale and training split into one model file whose network returns the logit of "
+        "the mean of the members' probabilities. The threshold is chosen on the val split "
+        "(best IoU); val and test metrics, and every member (source, SHA-256, metrics), are "
+        "in its metadata. segment, evaluate, info and export-onnx take it like any model.",
+    )
+    p.add_argument("models", nargs="+", help="member model files or run folders (two or more)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="ensemble model file (.pt)")
+    p.add_argument(
+        "--dataset", default=None,
+        help="dataset whose val split chooses the threshold (default: the members' own, "
+        "their training split reproduced and checked)",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default=None,
+        help="network arithmetic; default: the first member's train.precision, resolved here",
+    )  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("compare", help="before/after metrics and config differences")
     p.add_argument("run_a")

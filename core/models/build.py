@@ -205,23 +205,67 @@ def build_network(meta: ModelMeta, encoder_weights: str | None = None) -> nn.Mod
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
-    """Rebuild the network from a model file (or run folder), in eval mode."""
+    """Rebuild the network from a model file (or run folder), in eval mode. An
+    ensemble's network is rebuilt from its members' metadata (:mod:`.ensemble`)."""
     meta, state = read_model_file(path)
     if meta.is_pixel_model:
         raise ModelFileError(
             f"{resolve_model_path(path)}: a per-pixel LightGBM model has no network; "
             "evaluate and segment run it, ONNX export does not apply"
         )
-    model = build_network(meta)
+    model = ensemble_network(meta) if meta.ensemble else build_network(meta)
     model.load_state_dict(state)
     model.to(device).eval()
     return model, meta
 
 
+def ensemble_network(meta: ModelMeta) -> nn.Module:
+    """The (untrained) network of an ensemble model file, from its metadata alone: its
+    members' networks in a :class:`~.ensemble.MeanProbabilityEnsemble`."""
+    from .ensemble import MeanProbabilityEnsemble
+
+    members = meta.ensemble.get("members") or []
+    if not members:
+        raise ModelFileError("ensemble model file lists no members")
+    return MeanProbabilityEnsemble(
+        [
+            build_network(
+                ModelMeta(
+                    m["arch"],
+                    m["encoder"],
+                    int(m["in_channels"]),
+                    meta.bands,
+                    meta.mean,
+                    meta.std,
+                    model_params=dict(m.get("model_params") or {}),
+                    indices=list(m.get("indices") or []),
+                )
+            )  # fmt: skip
+            for m in members
+        ]
+    )
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU."""
+    """``auto`` -> the first CUDA GPU when there is one, else the CPU; ``cpu``; ``cuda``
+    or ``cuda:N`` (refused without a CUDA GPU, or when GPU ``N`` does not exist); other
+    torch device names (``mps``...) as torch reads them. A name torch does not know is
+    refused with the names it can take."""
+    name = (name or "auto").strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA GPU is available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(
+            f"unknown device {name!r}; use auto, cpu, cuda or cuda:N", "device"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name!r} was asked for but no CUDA GPU is available")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise InputError(
+                f"device {name!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+            )
+    return device

@@ -72,6 +72,15 @@ class ModelMeta:
     # resolved on the machine that runs it), whatever the model was trained with.
     precision: str = "fp32"
     memory_format: str = "contiguous"
+    # Weights averaged during training (train.ema): {"kind": "ema", "decay", "warmup",
+    # "updates", "epoch"}; empty for the plain weights of the best epoch.
+    averaging: dict[str, Any] = field(default_factory=dict)
+    # An ensemble (python -m core ensemble): {"size", "combine": "mean_probability",
+    # "members": [{"arch", "encoder", "in_channels", "model_params", "source", "sha256",
+    # "threshold", "metrics", "averaging", "indices"}, ...], "threshold_from": "val"}; the network
+    # is rebuilt from the members (core.models.ensemble), whose weights are the state
+    # dict's ``members.<i>.`` entries. Empty for a single model.
+    ensemble: dict[str, Any] = field(default_factory=dict)
     # Spectral indices computed from the inputs and appended to them inside the model
     # (core.models.indices): one dict per index with name, kind, sources, bands,
     # inputs, mean and std. Empty in older files and for models without indices.
@@ -102,7 +111,11 @@ def file_version(meta: ModelMeta) -> int:
 
 
 def min_input_side(arch: str) -> int:
-    return MIN_INPUT_SIDE.get(arch.replace("_", "").replace("-", "").lower(), 1)
+    """The smallest input side of ``arch``; an ensemble's ``"A+B"`` needs the largest."""
+    return max(
+        MIN_INPUT_SIDE.get(part.replace("_", "").replace("-", "").lower(), 1)
+        for part in arch.split("+")
+    )
 
 
 def check_input_side(arch: str, height: int, width: int) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..config import CHANNELS_LAST, PRECISIONS
+from ..errors import InputError
 
 #: /proc/cpuinfo flags of native bf16 arithmetic on x86 (AVX-512 BF16, AMX tiles).
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
@@ -62,9 +63,17 @@ def resolve_precision(
     capability: str | None = None,
     flags: frozenset[str] | set[str] | None = None,
 ) -> str:
-    """``auto | fp32 | bf16`` on a device -> ``fp32``, ``bf16`` or ``fp16`` (CUDA amp)."""
-    if setting not in PRECISIONS:
+    """``auto | fp32 | bf16`` on a device -> ``fp32``, ``bf16`` or ``fp16`` (CUDA amp).
+
+    ``fp16`` itself is accepted for inference on CUDA (``segment --precision fp16``: fp16
+    autocast, what GPUs without fast bf16 run fastest) and refused elsewhere."""
+    if setting not in (*PRECISIONS, "fp16"):
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {setting!r}")
+    if setting == "fp16" and device_type != "cuda":
+        raise InputError(
+            f"precision fp16 runs on CUDA only, not on {device_type!r}; use bf16 or fp32",
+            "precision",
+        )
     if setting != "auto":
         return setting
     if device_type == "cuda":

@@ -15,7 +15,9 @@ averaged as probabilities) is available in both, off by default (4x the compute)
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -96,9 +98,60 @@ class TorchBackend:
         return flip_tta(self._run, batch) if self.tta else self._run(batch)
 
 
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+
+
+def onnx_providers(device: str, available: list[str]) -> list:
+    """The ONNX Runtime execution providers for ``device``, given the ``available`` ones
+    (``onnxruntime.get_available_providers()``), in ORT's order of preference:
+
+    - ``cpu``: the CPU provider only;
+    - ``auto``: CUDA first when ONNX Runtime has it (onnxruntime-gpu), then the CPU;
+    - ``cuda`` / ``cuda:N``: CUDA (on GPU ``N``) then the CPU for the few operators CUDA
+      lacks; refused when ONNX Runtime has no CUDA provider (the CPU package).
+
+    Anything else is refused (the torch backend knows more device names, ORT does not)."""
+    name = (device or "auto").strip().lower()
+    if name == "cpu":
+        return [CPU_EP]
+    if name == "auto":
+        return [CUDA_EP, CPU_EP] if CUDA_EP in available else [CPU_EP]
+    if name == "cuda" or name.startswith("cuda:"):
+        index = name.partition(":")[2]
+        if index and not index.isdigit():
+            raise InputError(f"device {device!r}: use cuda or cuda:N (N = 0, 1, ...)", "device")
+        if CUDA_EP not in available:
+            raise InputError(
+                f"device {device!r} was asked for but ONNX Runtime has no CUDA execution "
+                f"provider (it has {', '.join(available) or 'none'}; install onnxruntime-gpu)",
+                "device",
+            )
+        cuda = (CUDA_EP, {"device_id": int(index)}) if index else CUDA_EP
+        return [cuda, CPU_EP]
+    raise InputError(f"device {device!r}: the ONNX backend runs on auto, cpu or cuda[:N]", "device")
+
+
+def _provider_names(providers: list) -> list[str]:
+    return [p if isinstance(p, str) else p[0] for p in providers]
+
+
+def _preload_cuda_libraries(ort) -> None:
+    """Best effort: ``onnxruntime.preload_dlls()`` loads CUDA and cuDNN from the nvidia-*
+    wheels (those torch installs) when the system has none. It prints its failures; they
+    go to stderr, since stdout may be the ``--jsonl`` channel. Whether CUDA really
+    started is checked on the session."""
+    if not hasattr(ort, "preload_dlls"):
+        return
+    with contextlib.redirect_stdout(sys.stderr), contextlib.suppress(Exception):
+        ort.preload_dlls()
+
+
 class OnnxBackend:
     """An ONNX graph run by ONNX Runtime (CUDA execution provider when available and
-    ``device`` allows it, else CPU)."""
+    ``device`` allows it, else CPU; see :func:`onnx_providers`). ``providers`` is what
+    the session really runs on: asked for ``cuda``, a session that fell back to the CPU
+    (ORT does when it cannot load the CUDA or cuDNN libraries) is refused."""
 
     name = "onnx"
 
@@ -108,21 +161,21 @@ class OnnxBackend:
         self.path = Path(path)
         if not self.path.exists():
             raise ModelFileError(f"{self.path}: ONNX file not found")
-        available = ort.get_available_providers()
-        want_cuda = device == "auto" or device.startswith("cuda")
-        if device.startswith("cuda") and "CUDAExecutionProvider" not in available:
-            raise InputError(
-                "device 'cuda' was asked for but ONNX Runtime has no CUDA execution provider "
-                "(install onnxruntime-gpu)"
-            )
-        providers = ["CPUExecutionProvider"]
-        if want_cuda and "CUDAExecutionProvider" in available:
-            providers.insert(0, "CUDAExecutionProvider")
+        providers = onnx_providers(device, ort.get_available_providers())
+        if CUDA_EP in _provider_names(providers):
+            _preload_cuda_libraries(ort)
         try:
             self.session = ort.InferenceSession(str(self.path), providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise ModelFileError(f"{self.path}: not a loadable ONNX model ({exc})") from None
         self.providers = self.session.get_providers()
+        if device.strip().lower().startswith("cuda") and CUDA_EP not in self.providers:
+            raise InputError(
+                f"device {device!r}: ONNX Runtime could not start its CUDA execution provider "
+                f"(session runs on {', '.join(self.providers)}); check that the CUDA and cuDNN "
+                "libraries of this onnxruntime-gpu build are installed",
+                "device",
+            )
         self.input_name = self.session.get_inputs()[0].name
         props = self.session.get_modelmeta().custom_metadata_map
         self.meta, self.outputs_logits = _meta_from_props(props, self.path)

@@ -50,6 +50,7 @@ from ..models.meta import ModelMeta, min_input_side
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from .backends import Backend, load_backend, read_meta
 from .blend import StripBlender
+from .drift import drift_warning
 from .options import ReferenceOptions, SegmentOptions  # noqa: F401 (public here too)
 from .polygons import polygonize_mask, raster_area_m2
 from .reference import PLANTS_CSV, PLANTS_GPKG, open_reference, score_scene
@@ -100,6 +101,8 @@ class SegmentResult:
     plants_gpkg_path: Path | None = None
     plants: dict[str, Any] | None = None
     plants_text: str = ""
+    # Lines the user should read: e.g. the raster's values are not on the model's scale.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def outputs(self) -> list[Path]:
@@ -391,13 +394,7 @@ def check_segment(
         problems.append(
             Problem("backend", f"{model_path}: an ONNX file runs on the 'onnx' backend")
         )
-    if options.device.startswith("cuda") and options.backend == "torch":
-        from ..models.build import resolve_device
-
-        try:
-            resolve_device(options.device)
-        except UserError as exc:
-            problems.append(Problem.of("device", exc))
+    problems += _device_problems(options)
     meta = None
     try:
         meta = read_meta(model_path)
@@ -419,6 +416,37 @@ def check_segment(
         except UserError as exc:
             problems.append(Problem("reference", str(exc), exc))
     return problems, meta
+
+
+def _device_problems(options: SegmentOptions) -> list[Problem]:
+    """The device the backend would run on, and precision fp16 (torch on CUDA only).
+    The torch backend's device is checked when torch is asked for CUDA or fp16; the ONNX
+    backend's against ONNX Runtime's providers (without importing torch)."""
+    device = (options.device or "auto").strip().lower()
+    if options.backend == "onnx":
+        import onnxruntime as ort
+
+        from .backends import onnx_providers
+
+        try:
+            onnx_providers(device, ort.get_available_providers())
+        except UserError as exc:
+            return [Problem.of("device", exc)]
+        return []
+    if not (device.startswith("cuda") or options.precision == "fp16"):
+        return []
+    from ..models.build import resolve_device
+    from ..models.precision import resolve_precision
+
+    try:
+        resolved = resolve_device(device)
+    except UserError as exc:
+        return [Problem.of("device", exc)]
+    try:
+        resolve_precision(options.precision, resolved.type, amp=False)
+    except UserError as exc:
+        return [Problem.of("precision", exc)]
+    return []
 
 
 def _final_paths(out_dir: Path, options: SegmentOptions) -> list[Path]:
@@ -445,6 +473,10 @@ def segment_with_backend(
     plan = _plan(raster_path, meta, options)
     finals = _final_paths(out_dir, options)
     predict = make_predict(backend, plan.upscale)
+    drift = drift_warning(raster_path, plan.bands, plan.mean, plan.std, plan.nodata)
+    warnings = [drift] if drift else []
+    if drift:
+        progress(Progress("warning", 0.0, drift))
     scale = 1.0 - POLYGON_PROGRESS_SHARE if options.polygons else 1.0
     panels = polygons_path = None
     polygon_area_m2 = 0.0
@@ -511,4 +543,5 @@ def segment_with_backend(
         plants_gpkg_path=finals[-1] if plants is not None else None,
         plants=plants.summary() if plants is not None else None,
         plants_text=plants.text() if plants is not None else "",
+        warnings=warnings,
     )

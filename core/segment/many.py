@@ -14,7 +14,8 @@ is replaced. A marker made with other options or another model is refused unless
 ``overwrite``.
 
 Scene names are the rasters' file stems (``a.tif`` -> ``OUT/a/``); a stem seen again
-gets ``-2``, ``-3``... in input order.
+gets ``-2``, ``-3``... in input order (:mod:`core.segment.scenes`, pure Python, which the
+QGIS plugin uses too).
 
 A bad scene (unreadable, wrong bands, damaged blocks) becomes a ``failed`` row of the
 summary and the others go on. A worker that dies mid-scene is replaced by Dask (its
@@ -48,10 +49,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, MissingInputError, Problem, UserError, raise_problems
+from ..errors import InputError, Problem, UserError, raise_problems
 from ..io import atomic_write_text
 from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
 from .options import SegmentOptions
+from .scenes import LIST_SUFFIXES, RASTER_SUFFIXES, Scene, collect_scenes  # noqa: F401
 
 try:  # Dask distributed: needed to run, not to check inputs or read outputs
     from distributed import WorkerPlugin
@@ -62,10 +64,8 @@ MARKER_FILENAME = "scene.json"
 SUMMARY_FILENAME = "summary.csv"
 MERGED_FILENAME = "panels.gpkg"
 MARKER_VERSION = 1
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc", ".hdf", ".h5")
-LIST_SUFFIXES = (".txt", ".lst", ".list")
 SUMMARY_COLUMNS = ("scene", "raster", "pixels", "km2", "seconds", "panels", "panels_merged",
-                   "hectares", "status", "error")  # fmt: skip
+                   "hectares", "status", "error", "warning")  # fmt: skip
 # Options that do not change a scene's outputs (not part of the done-marker key).
 NOT_IN_KEY = ("batch_size", "device", "overwrite")
 # Seconds between two polls of the cancel event by a running scene.
@@ -107,12 +107,6 @@ class ClusterOptions:
 
 
 @dataclass
-class Scene:
-    name: str  # output folder name
-    raster: Path
-
-
-@dataclass
 class SceneRow:
     """One scene's line of the summary."""
 
@@ -126,6 +120,7 @@ class SceneRow:
     hectares: float | None = None
     status: str = CANCELLED
     error: str = ""
+    warning: str = ""  # e.g. values not on the model's scale (core.segment.drift)
 
 
 @dataclass
@@ -151,53 +146,7 @@ class ManyResult:
         )
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-def collect_scenes(inputs: Iterable[str | Path]) -> list[Scene]:
-    """Rasters, folders (their rasters, sorted, not recursive) and text files listing
-    paths (one per line, ``#`` comments, relative to the list's folder), in input
-    order, each raster once. A named raster that does not exist stays in the list (its
-    scene fails with the reason); a folder or list that does not exist is refused."""
-    paths: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)  # fmt: skip
-            if not found:
-                raise MissingInputError(f"{path}: no rasters ({', '.join(RASTER_SUFFIXES)})",
-                                        "inputs")  # fmt: skip
-            paths += found
-        elif path.suffix.lower() in LIST_SUFFIXES:
-            if not path.is_file():
-                raise MissingInputError(f"{path}: list of rasters not found", "inputs")
-            for line in path.read_text().splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    p = Path(line).expanduser()
-                    paths.append(p if p.is_absolute() else path.parent / p)
-        else:
-            paths.append(path)
-    seen: set[Path] = set()
-    names: dict[str, int] = {}
-    scenes = []
-    for p in paths:
-        key = p.resolve()
-        if key in seen:
-            continue
-        seen.add(key)
-        stem = p.stem or "scene"
-        names[stem] = names.get(stem, 0) + 1
-        name = stem if names[stem] == 1 else f"{stem}-{names[stem]}"
-        while name in names and name != stem:  # "a-2" given explicitly too
-            names[stem] += 1
-            name = f"{stem}-{names[stem]}"
-        names.setdefault(name, 1)
-        scenes.append(Scene(name, p))
-    if not scenes:
-        raise InputError("no rasters to segment", "inputs")
-    return scenes
+# --------------------------------------------------------------------------- done markers
 
 
 def _file_sha256(path: Path) -> str:
@@ -265,6 +214,7 @@ def _row_from_marker(scene: Scene, marker: dict[str, Any], status: str) -> Scene
         panels=r.get("panels"),
         hectares=r.get("panel_area_ha"),
         status=status,
+        warning="; ".join(r.get("warnings") or []),
     )
 
 
@@ -368,6 +318,7 @@ def run_scene(
     atomic_write_text(out / MARKER_FILENAME, json.dumps(marker, indent=1, default=str))
     row.pixels, row.km2, row.seconds = result.pixels, result.area_km2, result.seconds
     row.panels, row.hectares, row.status = result.panels, result.panel_area_ha, DONE
+    row.warning = "; ".join(result.warnings)
     return asdict(row)
 
 
@@ -679,6 +630,20 @@ def segment_many(
         panel_area_ha=merged.area_m2 / 10_000.0 if merged else 0.0,
         counts=counts,
     )
+
+
+def scene_outputs(out_dir: str | Path, row: SceneRow) -> dict[str, str | None]:
+    """The output files of a scene in ``out_dir`` (``probability_path``, ``mask_path``,
+    ``polygons_path``): paths for a complete (done or skipped) scene, else None."""
+    from .writers import MASK_FILENAME, POLYGONS_FILENAME, PROBABILITY_FILENAME
+
+    folder = Path(out_dir) / row.scene
+    complete = row.status in (DONE, SKIPPED)
+    return {
+        key: str(folder / name) if complete else None
+        for key, name in (("probability_path", PROBABILITY_FILENAME),
+                          ("mask_path", MASK_FILENAME), ("polygons_path", POLYGONS_FILENAME))
+    }  # fmt: skip
 
 
 def check_cancel_now(cancel: CancelFn) -> None:

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from ..errors import Problem, raise_problems
 
+# The torch backend's arithmetic (fp16: CUDA only, checked with the device).
+SEGMENT_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 # probability.tif: float32 0..1 (nodata NaN), or uint8 0..254 (scale 1/254, nodata 255).
 PROBABILITY_DTYPES = ("float32", "uint8")
 
@@ -49,8 +52,9 @@ class SegmentOptions:
     overwrite: bool = False
     # Reference polygons: plant-level results in plants.csv / plants.gpkg.
     reference: ReferenceOptions | None = None
-    # Torch backend's arithmetic: fp32, bf16 (autocast), or auto (bf16 on a CPU with
-    # native bf16, else fp32). fp32 by default: bf16 leaves the 1e-3 agreement with ONNX.
+    # Torch backend's arithmetic: fp32, bf16 (autocast), fp16 (autocast, CUDA only), or
+    # auto (bf16 on a CPU with native bf16, else fp32). fp32 by default: bf16 and fp16
+    # leave the 1e-3 agreement with ONNX.
     precision: str = "fp32"
 
     def problems(self) -> list[Problem]:
@@ -78,11 +82,11 @@ class SegmentOptions:
             )
         if self.min_area_m2 < 0:
             out.append(Problem("min_area", f"minimum area must be >= 0 m², got {self.min_area_m2}"))
-        if self.precision not in ("auto", "fp32", "bf16"):
+        if self.precision not in SEGMENT_PRECISIONS:
             out.append(
                 Problem(
                     "precision",
-                    f"precision must be auto, fp32 or bf16, got {self.precision!r}",
+                    f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}",
                 )
             )
         if self.bands is not None and not self.bands:

@@ -139,12 +139,13 @@ def _device_problems(device: str) -> list[Problem]:
 
 
 def _loss_problems(cfg: RunConfig) -> list[Problem]:
-    from ..training.losses import build_loss
+    from ..training.losses import build_loss, resolve_auto
 
     if not cfg.loss.terms:
         return []  # already refused by config_problems
     try:
-        build_loss(cfg.loss.terms)
+        # pos_weight auto takes its value from the training masks when the run starts.
+        build_loss(resolve_auto(cfg.loss.terms, 1.0))
     except (UserError, TypeError) as exc:
         return [Problem("loss.terms", str(exc))]
     return []

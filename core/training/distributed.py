@@ -44,9 +44,16 @@ What each rank does (see :func:`core.training.loop.train`):
 * **Cancel.** torchrun forwards SIGTERM to every rank; the ranks agree on it once per
   training batch (an all-reduce of a flag) and after each evaluation, stop together
   and rank 0 keeps the best model as in a single process.
-* **Resume.** The checkpoint holds every rank's random states; resuming with the same
-  world size continues exactly, with another world size each rank starts from its
-  seed-derived streams (data order stays that of the epoch).
+* **Resume.** ``torchrun ... -m core train --resume RUN_DIR``: rank 0 checks the run
+  folder (a refusal stops every rank, one error line); every rank then reads the same
+  config, split, statistics and ``checkpoint.pt`` (weights, optimiser, schedule,
+  scaler, history) from the shared folder, and the ranks compare a digest of those
+  files before going on (:func:`agree`). Training continues at the epoch after the
+  checkpoint's: the sampler's ``set_epoch`` takes the absolute epoch, so the data
+  order is the uninterrupted run's. The checkpoint holds every rank's random states;
+  resuming with the same world size continues exactly, with another world size each
+  rank starts from its seed-derived streams (data order stays that of the epoch).
+  Rank 0 alone writes, as always.
 
 Every node must see the dataset under the same path, and the output folder (rank 0
 writes it; the other ranks read the best model file from it for the final evaluation).
@@ -132,6 +139,12 @@ def setup(device_name: str, threads: int | None) -> Dist:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     device = resolve_device(device_name)
     if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise InputError(
+                f"torchrun started {local_world} processes on this machine, which has {gpus} "
+                f"CUDA GPU(s): use --nproc_per_node {gpus} or fewer (or train.device=cpu)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
@@ -242,6 +255,22 @@ def check_on_main(d: Dist, check: Callable[[], list[Problem]]) -> None:
         raise_problems(found)
     elif messages:
         raise Refused("; ".join(messages))
+
+
+def agree(d: Dist, value: Any, what: str) -> None:
+    """Stop every rank unless all hold the same ``value`` (e.g. a digest of the files
+    they read): rank 0 raises an :class:`InputError` naming ``what`` and the ranks that
+    differ, the others a quiet :class:`Refused`."""
+    if not d.enabled:
+        return
+    values = all_gather(d, value)
+    differ = [r for r, v in enumerate(values) if v != values[0]]
+    if differ:
+        message = (
+            f"{what} differs on rank(s) {', '.join(map(str, differ))} from rank 0's: every "
+            "node must see the same files under the same paths"
+        )
+        raise InputError(message) if d.is_main else Refused(message)
 
 
 def barrier(d: Dist) -> None:

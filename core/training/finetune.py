@@ -68,6 +68,12 @@ def load_init_model(cfg: RunConfig) -> InitModel | None:
         return None
     path = resolve_model_path(cfg.model.init_from)
     meta, state = read_model_file(path)
+    if meta.ensemble:
+        raise IncompatibleModelError(
+            f"{path}: is an ensemble of {meta.ensemble.get('size')} models; start from one "
+            "of its members",
+            field="model.init_from",
+        )
     differences = []
     if _norm(meta.arch) != _norm(cfg.model.arch):
         differences.append(f"architecture {meta.arch} (run: {cfg.model.arch})")

@@ -40,9 +40,10 @@ from ..models.meta import is_pixel_arch
 from ..models.precision import FP32, Numerics
 from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
 from . import distributed, runs
+from .averaging import WeightEMA
 from .checks import check_train
 from .finetune import load_init_model, load_weights, starting_stats
-from .losses import build_loss
+from .losses import auto_pos_weight, build_loss, needs_class_balance, resolve_auto
 from .prep import INDICES, prepare_data, prepare_indices
 from .runs import RunResult
 
@@ -80,6 +81,26 @@ def make_datasets(cfg: RunConfig, pairs: list[Pair], stats: BandStats) -> dict[s
 
 def _blank(ds: TileDataset) -> list[bool]:
     return [not ds.tile(i).mask[ds.tile(i).valid].any() for i in range(len(ds))]
+
+
+def resolve_loss(cfg: RunConfig, data_info: dict) -> tuple[list, dict]:
+    """The run's loss terms with ``pos_weight: auto`` replaced by the training split's
+    negative/positive pixel ratio (``data_info["balance"]["train"]``, what
+    ``dataset.json`` holds), and the record written to ``loss.json``."""
+    record: dict = {"terms": [], "skip_blank": bool(cfg.data.skip_blank_in_loss)}
+    terms = list(cfg.loss.terms)
+    if needs_class_balance(terms):
+        train_balance = data_info["balance"]["train"]
+        positive, valid = train_balance["positive_pixels"], train_balance["valid_pixels"]
+        pos_weight = auto_pos_weight(positive, valid)
+        terms = resolve_auto(terms, pos_weight)
+        record["pos_weight_auto"] = {
+            "value": pos_weight, "positive_pixels": positive, "valid_pixels": valid,
+            "split": "train",
+        }  # fmt: skip
+    record["terms"] = [{"name": t.name, "weight": t.weight, "params": dict(t.params)}
+                       for t in terms]  # fmt: skip
+    return terms, record
 
 
 class _Schedule:
@@ -199,9 +220,9 @@ def train(
         from .pixels import train_pixels  # per-pixel LightGBM: no network, no DDP
 
         return train_pixels(cfg, progress, cancel)
-    if resume is not None and is_pixel_arch(runs.load_run_config(resume).model.arch):
+    if resume is not None and is_pixel_arch(runs.resume_arch(resume)):
         raise InputError(f"{resume}: a LightGBM run cannot be resumed; train it again")
-    train_cfg = (runs.load_run_config(resume) if resume is not None else cfg).train
+    train_cfg = runs.resume_settings(resume) if resume is not None else cfg.train
     dist = distributed.setup(train_cfg.device, train_cfg.threads)
     try:
         return _train(cfg, progress, cancel, resume, dist)
@@ -214,7 +235,10 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         progress = no_progress  # one voice: rank 0 reports
     init = None
     if resume is not None:
+        # Rank 0 checks the folder (one error line); then every rank reads the same
+        # config, split, statistics and checkpoint (checked below) from the shared folder.
         run_dir = Path(resume)
+        distributed.check_on_main(dist, lambda: runs.check_resume(run_dir))
         cfg = runs.load_run_config(run_dir)
     else:
         # Every refused setting is reported before the run folder exists.
@@ -238,6 +262,7 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
     if resume is not None:
         pairs = find_dataset(run_dir / "split.csv").pairs
         stats = BandStats.load(run_dir / "stats.json")
+        data_info = runs.read_json(run_dir / "dataset.json")
         specs = runs.read_json(run_dir / INDICES) if (run_dir / INDICES).exists() else []
     else:
         pairs, stats, data_info = prepare_data(cfg)
@@ -255,8 +280,6 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
     datasets = make_datasets(cfg, pairs, stats)
     train_ds = datasets["train"]
     train_idx = list(range(len(train_ds)))
-    if cfg.data.skip_blank_in_loss:
-        train_idx = [i for i, b in enumerate(_blank(train_ds)) if not b]
     # The generator sets shuffling and each epoch's worker base seed; TileDataset seeds
     # its augmentations from torch's per-worker seed, so workers never repeat a stream.
     # Under DDP: a seeded DistributedSampler deals each rank its shard, and each rank's
@@ -274,6 +297,7 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         drop_last=n_train > cfg.train.batch_size,
         generator=generator,
         num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",  # faster, asynchronous copies to the GPU
     )
 
     meta = ModelMeta(
@@ -300,7 +324,16 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         load_weights(model, init)
     model = numerics.prepare_model(model.to(device))  # before the optimiser sees the weights
     net = distributed.wrap_model(dist, model)  # DDP under torchrun; evaluate ``model``
-    loss_fn = build_loss(cfg.loss.terms)
+    loss_terms, loss_record = resolve_loss(cfg, data_info)
+    if dist.is_main and resume is None:
+        runs.write_json(run_dir / "loss.json", loss_record)
+    # Blank tiles (data.skip_blank_in_loss) stay in the batches; the loss masks them.
+    loss_fn = build_loss(loss_terms, skip_blank=cfg.data.skip_blank_in_loss)
+    # The averaged weights (train.ema) are what is evaluated, chosen and saved.
+    ema = None
+    if cfg.train.ema.enabled:
+        ema = WeightEMA(model, cfg.train.ema.decay, cfg.train.ema.warmup)
+    eval_model = ema.module if ema is not None else model
     opt_cls = torch.optim.AdamW if cfg.optim.optimizer == "adamw" else torch.optim.Adam
     opt = opt_cls(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     sched = _Schedule(opt, cfg)
@@ -311,6 +344,10 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
     best_score = math.inf
     stale = 0
     if resume is not None:
+        # Under DDP every rank must continue from the same state: refused when a rank
+        # sees other files than rank 0 (a node without the shared run folder).
+        if dist.enabled:
+            distributed.agree(dist, runs.resume_digest(run_dir), f"{run_dir}: the run folder")
         ck = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -322,6 +359,10 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         best_score, stale = ck["best_score"], ck["stale"]
         if "scaler" in ck:
             scaler.load_state_dict(ck["scaler"])
+        if ema is not None:
+            if "ema" not in ck:
+                raise InputError(f"{run_dir}: its checkpoint has no EMA weights to resume")
+            ema.load_state_dict(ck["ema"])
         ck = distributed.own_random_states(dist, ck)
         _set_random_states(ck, generator, train_ds, cfg.train.seed)
 
@@ -341,7 +382,8 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
             for b, (x, y, v) in enumerate(loader):
                 if batch_cancel():
                     raise Cancelled("cancelled by user")
-                x, y, v = numerics.prepare_input(x.to(device)), y.to(device), v.to(device)
+                x, y, v = (t.to(device, non_blocking=True) for t in (x, y, v))
+                x = numerics.prepare_input(x)
                 opt.zero_grad(set_to_none=True)
                 with numerics.autocast(device.type):
                     logits = net(x)
@@ -351,6 +393,8 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
+                if ema is not None:
+                    ema.update(model)
                 running += float(loss.detach()) * len(x)
                 seen += len(x)
                 with torch.no_grad():
@@ -386,13 +430,16 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
             if dist.enabled:  # over every rank's shard; evaluate rank 0's model
                 running, seen, train_counts = _sum_train(dist, running, seen, train_counts)
                 distributed.sync_buffers(dist, model)
+                if ema is not None:
+                    distributed.sync_buffers(dist, ema.module)
             row = {"epoch": epoch + 1, "lr": sched.lr, "train_loss": running / max(seen, 1),
                    "train_iou": train_counts.metrics()["iou"]}  # fmt: skip
             for split in ("val", "test") if cfg.train.eval_test_each_epoch else ("val",):
                 if split in datasets:
                     loss_v, counts = _evaluate_epoch(
-                        model, datasets[split], loss_fn, device, cfg, cancel, numerics, dist
-                    )
+                        eval_model, datasets[split], loss_fn, device, cfg, cancel, numerics,
+                        dist,
+                    )  # fmt: skip
                     row[f"{split}_loss"] = loss_v
                     row[f"{split}_iou"] = counts.metrics()["iou"]
         except Cancelled:
@@ -405,14 +452,18 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         improved = score < best_score - cfg.train.early_stop.min_delta
         if improved:
             best_score, best_epoch, stale = score, epoch + 1, 0
+            if ema is not None:
+                meta.averaging = ema.record(epoch + 1)
             if dist.is_main:
-                save_model_file(run_dir / MODEL_FILENAME, model, meta)
+                save_model_file(run_dir / MODEL_FILENAME, eval_model, meta)
         else:
             stale += 1
         sched.step(epoch, row["val_loss"])
         states = distributed.gather_random_states(dist, _random_states(generator, train_ds))
         if dist.is_main:
             runs.write_history(run_dir / "history.csv", history)
+            if ema is not None:
+                states = {**states, "ema": ema.state_dict()}
             _save_checkpoint(
                 run_dir, model, opt, sched, scaler, epoch, history, best_epoch, best_score,
                 stale, states,
@@ -451,7 +502,9 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
 
     if dist.is_main and not (run_dir / MODEL_FILENAME).exists():
         # Cancelled before the first epoch ended: keep what there is, marked as such.
-        save_model_file(run_dir / MODEL_FILENAME, model, meta)
+        if ema is not None:
+            meta.averaging = ema.record()
+        save_model_file(run_dir / MODEL_FILENAME, eval_model, meta)
     distributed.barrier(dist)  # the model file is there for every rank
     final = runs.finish_run(
         run_dir, datasets, device, cfg, status, best_epoch, progress, cancel, numerics, dist

@@ -8,11 +8,16 @@ If a batch has no valid pixel at all the loss is a zero that still carries a gra
 
 ``build_loss`` turns the config's list of :class:`~.config.LossTerm` into a weighted
 :class:`CombinedLoss`, e.g. ``0.3 bce + 0.3 focal + 0.4 jaccard(pos_weight=0.8, neg_weight=0.2)``.
+``pos_weight: auto`` of ``bce`` / ``weighted_bce`` is replaced by the training split's
+negative/positive pixel ratio (:func:`resolve_auto`) before the loss is built, and
+``skip_blank`` leaves the samples without a positive valid pixel out of every term.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import math
 from collections.abc import Sequence
 
 import torch
@@ -199,17 +204,31 @@ def _lovasz_grad(t_sorted: Tensor) -> Tensor:
     return jaccard
 
 
+def drop_blank(target: Tensor, valid: Tensor | None) -> Tensor:
+    """``valid`` with every sample (first axis) that has no positive valid pixel set
+    invalid: such a blank tile then counts in no loss term, whatever its logits."""
+    if valid is None:
+        valid = torch.ones_like(target, dtype=torch.bool)
+    valid = valid.bool()
+    has_positive = ((target > 0.5) & valid).flatten(1).any(1)
+    return valid & has_positive.view(-1, *([1] * (valid.dim() - 1)))
+
+
 class CombinedLoss(nn.Module):
     """``sum(weight * loss)`` over ``terms``.
 
     After each call ``last_parts`` maps every term's name to its (unweighted) value,
-    for logging; a name used twice gets a ``_2``, ``_3`` ... suffix.
+    for logging; a name used twice gets a ``_2``, ``_3`` ... suffix. ``skip_blank``:
+    samples without a positive valid pixel are masked out of every term
+    (:func:`drop_blank`); a batch of blank tiles only gives a zero that carries a
+    gradient.
     """
 
-    def __init__(self, terms: Sequence[tuple[float, nn.Module]]) -> None:
+    def __init__(self, terms: Sequence[tuple[float, nn.Module]], skip_blank: bool = False) -> None:
         super().__init__()
         if not terms:
             raise ValueError("CombinedLoss needs at least one term")
+        self.skip_blank = bool(skip_blank)
         self.weights = [float(w) for w, _ in terms]
         self.losses = nn.ModuleList(m for _, m in terms)
         self.names: list[str] = []
@@ -223,6 +242,8 @@ class CombinedLoss(nn.Module):
         self.last_parts: dict[str, float] = {}
 
     def forward(self, logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+        if self.skip_blank:
+            valid = drop_blank(target, valid)
         total: Tensor | None = None
         parts: dict[str, float] = {}
         for name, w, loss in zip(self.names, self.weights, self.losses, strict=True):
@@ -240,8 +261,76 @@ LOSSES: dict[str, type[nn.Module]] = {
 }
 
 
-def build_loss(terms: Sequence[LossTerm]) -> CombinedLoss:
-    """A :class:`CombinedLoss` from config terms; ``ValueError`` on unknown names or params."""
+#: The value of a param computed from the training data, and the params that take it.
+AUTO = "auto"
+AUTO_PARAMS = {"bce": ("pos_weight",), "weighted_bce": ("pos_weight",)}
+
+
+def needs_class_balance(terms: Sequence[LossTerm]) -> bool:
+    """Whether a term has a param set to ``auto`` (resolved by :func:`resolve_auto`)."""
+    return any(_is_auto(v) for t in terms for v in t.params.values())
+
+
+def _is_auto(value: object) -> bool:
+    return isinstance(value, str) and value.strip().lower() == AUTO
+
+
+def auto_pos_weight(positive_pixels: int, valid_pixels: int) -> float:
+    """``pos_weight: auto``: negative / positive valid pixels (the weight that makes the
+    positives weigh as much as the negatives in BCE)."""
+    positive, valid = int(positive_pixels), int(valid_pixels)
+    if positive <= 0 or valid <= positive:
+        raise InputError(
+            f"loss pos_weight auto: the training masks have {positive} positive of {valid} "
+            "valid pixels; a class ratio needs both classes (give a number instead)",
+            "loss.terms",
+        )
+    return (valid - positive) / positive
+
+
+def resolve_auto(terms: Sequence[LossTerm], pos_weight: float) -> list[LossTerm]:
+    """Copies of ``terms`` with every ``pos_weight: auto`` replaced by ``pos_weight``
+    (:func:`auto_pos_weight`); other params are left for :func:`build_loss` to check."""
+    out = []
+    for term in terms:
+        params = {
+            k: (float(pos_weight) if _is_auto(v) and k in AUTO_PARAMS.get(term.name, ()) else v)
+            for k, v in term.params.items()
+        }
+        out.append(dataclasses.replace(term, params=params))
+    return out
+
+
+def _number(term: LossTerm, key: str, value: object) -> float:
+    """A param's value as a float; one line naming the term and param otherwise."""
+    if _is_auto(value):
+        if key in AUTO_PARAMS.get(term.name, ()):
+            raise InputError(
+                f"loss term {term.name!r}: {key} auto is computed from the training masks "
+                "when a run starts; here it needs a number",
+                "loss.terms",
+            )
+        takes = ", ".join(f"{n}.{p}" for n, ps in AUTO_PARAMS.items() for p in ps)
+        raise InputError(
+            f"loss term {term.name!r}: {key} must be a number (auto only for {takes})",
+            "loss.terms",
+        )
+    try:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(
+            f"loss term {term.name!r}: {key} must be a number, got {value!r}", "loss.terms"
+        ) from None
+    if not math.isfinite(number):
+        raise InputError(f"loss term {term.name!r}: {key} must be finite", "loss.terms")
+    return number
+
+
+def build_loss(terms: Sequence[LossTerm], skip_blank: bool = False) -> CombinedLoss:
+    """A :class:`CombinedLoss` from config terms; ``ValueError`` on unknown names or params
+    (``auto`` params must be resolved first, :func:`resolve_auto`)."""
     if not terms:
         raise InputError(f"no loss terms given; valid names: {', '.join(LOSSES)}")
     built: list[tuple[float, nn.Module]] = []
@@ -256,5 +345,6 @@ def build_loss(terms: Sequence[LossTerm]) -> CombinedLoss:
                 f"loss term {term.name!r}: unknown param(s) {', '.join(unknown)}; "
                 f"valid params: {', '.join(allowed)}"
             )
-        built.append((float(term.weight), cls(**term.params)))
-    return CombinedLoss(built)
+        params = {k: _number(term, k, v) for k, v in term.params.items()}
+        built.append((float(term.weight), cls(**params)))
+    return CombinedLoss(built, skip_blank=skip_blank)

@@ -2,7 +2,8 @@
 
 A run folder holds: ``config.yaml`` (feed it back to reproduce the run),
 ``split.csv`` (the split as a manifest), ``stats.json`` (normalisation),
-``dataset.json`` (form and class balance), ``history.csv``, ``model.pt`` (best,
+``dataset.json`` (form and class balance), ``loss.json`` (the loss terms as trained,
+``pos_weight: auto`` resolved), ``history.csv``, ``model.pt`` (best,
 self-describing), ``checkpoint.pt`` (last epoch, for resume), ``metrics.json``,
 ``threshold_scan.csv``, ``per_image_<split>.csv``, ``plants_<split>.csv`` (plant-level
 results, :mod:`core.evaluation.plants`; their summary is in ``metrics.json``),
@@ -12,6 +13,7 @@ results, :mod:`core.evaluation.plants`; their summary is in ``metrics.json``),
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -24,7 +26,7 @@ import torch
 
 from ..config import RunConfig, from_dict, load_config, to_dict
 from ..data.discovery import find_dataset
-from ..errors import MissingInputError
+from ..errors import MissingInputError, Problem, UserError
 from ..evaluation.evaluate import (
     evaluate_predictions,
     predict_dataset,
@@ -73,12 +75,70 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     return load_config(path, default_version=1)
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+#: What ``--resume`` reads from a run folder (``checkpoint.pt``: the last finished epoch).
+RESUME_FILES = ("config.yaml", "split.csv", "stats.json", "checkpoint.pt")
+
+
+def check_resume(run_dir: str | Path) -> list[Problem]:
+    """Why ``run_dir`` cannot be resumed (empty when it can): not a run folder, a
+    missing file, a config that does not load."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        exc = MissingInputError(f"{run_dir}: not a run folder (no config.yaml)", "resume")
+        return [Problem.of("resume", exc)]
+    try:
+        load_run_config(run_dir)
+    except UserError as exc:
+        return [Problem.of("resume", exc)]
+    for name in RESUME_FILES[1:]:
+        if not (run_dir / name).is_file():
+            why = (
+                "the run stopped before its first epoch ended; start it again with "
+                f"--config {run_dir / 'config.yaml'}"
+                if name == "checkpoint.pt"
+                else "not a complete run folder"
+            )
+            exc = MissingInputError(f"{run_dir}: no {name} to resume from ({why})", "resume")
+            return [Problem.of("resume", exc)]
+    return []
+
+
+def resume_settings(run_dir: str | Path):
+    """The ``train`` settings of the run to resume, for joining the process group
+    (device, threads) before anything is checked; the defaults when the folder has no
+    readable config (rank 0 then reports it: :func:`check_resume`)."""
+    try:
+        return load_run_config(run_dir).train
+    except UserError:
+        from ..config import TrainConfig
+
+        return TrainConfig()
+
+
+def resume_arch(run_dir: str | Path) -> str:
+    """The ``model.arch`` of the run to resume ("" when its config is unreadable)."""
+    try:
+        return load_run_config(run_dir).model.arch
+    except UserError:
+        return ""
+
+
+def resume_digest(run_dir: str | Path) -> str:
+    """SHA-256 over the files ``--resume`` reads: equal on every rank that reads the
+    same run folder."""
+    digest = hashlib.sha256()
+    for name in RESUME_FILES:
+        with open(Path(run_dir) / name, "rb") as f:
+            digest.update(name.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
 
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:

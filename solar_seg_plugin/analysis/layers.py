@@ -18,6 +18,10 @@ from qgis.core import (
 
 from ..common import style_path, tr
 
+# Custom property of the layers SolarSeg adds (masks, probabilities, overlays...): they
+# are outputs, not rasters to segment or cut into training data.
+OUTPUT_PROPERTY = "solarseg/output"
+
 
 class LayerError(RuntimeError):
     """A file could not be loaded as a layer."""
@@ -26,7 +30,8 @@ class LayerError(RuntimeError):
 def load_raster(
     path: str | Path, name: str, crs: QgsCoordinateReferenceSystem | None = None
 ) -> QgsRasterLayer:
-    """A GDAL raster layer; ``crs`` is set when the file has none (no CRS prompt)."""
+    """A GDAL raster layer of SolarSeg's outputs; ``crs`` is set when the file has none
+    (no CRS prompt)."""
     options = QgsRasterLayer.LayerOptions()
     options.skipCrsValidation = True
     layer = QgsRasterLayer(str(path), name, "gdal", options)
@@ -34,6 +39,7 @@ def load_raster(
         raise LayerError(tr("could not load {} as a raster layer").format(path))
     if crs is not None and crs.isValid() and not layer.crs().isValid():
         layer.setCrs(crs)
+    layer.setCustomProperty(OUTPUT_PROPERTY, True)
     return layer
 
 
@@ -41,14 +47,18 @@ def load_vector(path: str | Path, name: str) -> QgsVectorLayer:
     layer = QgsVectorLayer(str(path), name, "ogr")
     if not layer.isValid():
         raise LayerError(tr("could not load {} as a vector layer").format(path))
+    layer.setCustomProperty(OUTPUT_PROPERTY, True)
     return layer
 
 
 def apply_style(layer: QgsMapLayer, qml: str) -> None:
     """Load a QML style from ``resources/`` (e.g. ``error.qml``)."""
+    output = layer.customProperty(OUTPUT_PROPERTY, False)
     message, ok = layer.loadNamedStyle(style_path(qml))
     if not ok:
         raise LayerError(tr("could not apply style {}: {}").format(qml, message))
+    if output:  # a style's custom properties replace the layer's
+        layer.setCustomProperty(OUTPUT_PROPERTY, True)
     layer.triggerRepaint()
 
 
@@ -89,8 +99,13 @@ def add_group_above(
     """A new group holding ``layers`` (first on top), placed above ``reference``."""
     parent, index = insertion_point(project, reference)
     group = parent.insertGroup(index, name)
+    add_to_group(project, group, layers)
+    group.setExpanded(True)
+    return group
+
+
+def add_to_group(project: QgsProject, group: QgsLayerTreeGroup, layers: list[QgsMapLayer]) -> None:
+    """Add ``layers`` to the project, in ``group`` (first on top) and nowhere else."""
     for layer in layers:
         project.addMapLayer(layer, False)
         group.addLayer(layer)
-    group.setExpanded(True)
-    return group

@@ -6,29 +6,19 @@ Train on the new folder."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (
-    Qgis,
-    QgsMapLayerProxyModel,
-    QgsProject,
-    QgsRasterLayer,
-)
+from qgis.core import Qgis, QgsMapLayerProxyModel
 from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QDialog,
     QDoubleSpinBox,
     QGridLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -41,23 +31,20 @@ from ..vector_source import polygon_source
 from .widgets import (
     ERROR_STYLE,
     PathEdit,
+    RasterChecklist,
     add_field_row,
     add_task_footer,
+    cancel_task,
     error_label,
     show_error,
+    show_problems,
+    show_progress,
+    start_task,
+    task_finished,
 )
 
 # Engine problem fields (core.labels.chips.check_chips) -> this dialog's fields.
 ENGINE_FIELDS = {"layer": "labels"}
-LAYER_ID = Qt.UserRole
-
-
-def raster_file(layer: QgsRasterLayer) -> str | None:
-    """The file of a GDAL raster layer on disk (None for anything else)."""
-    if layer.providerType() != "gdal":
-        return None
-    path = layer.source().split("|")[0]
-    return path if Path(path).is_file() else None
 
 
 class ChipsDialog(QDialog):
@@ -75,20 +62,10 @@ class ChipsDialog(QDialog):
         self.setWindowTitle(tr("SolarSeg: Create training data"))
         self.resize(720, 640)
 
-        self.raster_list = QListWidget()
-        self.raster_list.setMinimumHeight(140)
-        rasters = QWidget()
-        rl = QVBoxLayout(rasters)
-        rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(self.raster_list)
-        rb = QHBoxLayout()
-        self.all_button = QPushButton(tr("Check all"))
-        self.none_button = QPushButton(tr("Check none"))
-        self.raster_count = QLabel()
-        rb.addWidget(self.all_button)
-        rb.addWidget(self.none_button)
-        rb.addWidget(self.raster_count, 1)
-        rl.addLayout(rb)
+        # The project's raster files (frozen while the task runs).
+        self.rasters = RasterChecklist(lambda: self.task is not None)
+        self.rasters.list.setMinimumHeight(140)
+        self.raster_list = self.rasters.list
         self.labels_combo = QgsMapLayerComboBox()
         self.labels_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         self.selected_check = QCheckBox(tr("selected features only"))
@@ -122,7 +99,7 @@ class ChipsDialog(QDialog):
         self.errors: dict[str, QLabel] = {}
         grid = QGridLayout()
         rows = [
-            ("rasters", tr("Raster layers"), rasters),
+            ("rasters", tr("Raster layers"), self.rasters),
             ("labels", tr("Polygon layer"), self.labels_combo),
             ("selected", "", self.selected_check),
             ("group_field", tr("Plant field (optional)"), self.group_combo),
@@ -152,74 +129,25 @@ class ChipsDialog(QDialog):
         footer = lay.itemAt(lay.count() - 1).layout()
         footer.insertWidget(0, self.train_button)
 
-        self.all_button.clicked.connect(safe_slot(lambda _c=False: self.check_all(True)))
-        self.none_button.clicked.connect(safe_slot(lambda _c=False: self.check_all(False)))
-        self.raster_list.itemChanged.connect(safe_slot(lambda _i: self._count_rasters()))
         self.labels_combo.layerChanged.connect(safe_slot(self._labels_changed))
         self.train_button.clicked.connect(safe_slot(lambda _c=False: self.train_on_result()))
-        project = QgsProject.instance()
-        self._on_layers = safe_slot(self._layers_changed)
-        project.layersAdded.connect(self._on_layers)
-        project.layersRemoved.connect(self._on_layers)
-        self.refresh_rasters()
         self._labels_changed(self.labels_combo.currentLayer())
 
     # --- inputs ------------------------------------------------------------------------
     def refresh_rasters(self) -> None:
-        """List the project's raster files; keep what was checked. New lists check the
-        layers with the most common band count (one dataset needs one band count)."""
-        checked = set(self.checked_ids()) if self.raster_list.count() else None
-        layers = [
-            lyr
-            for lyr in QgsProject.instance().mapLayers().values()
-            if isinstance(lyr, QgsRasterLayer) and raster_file(lyr)
-        ]
-        order = {
-            n.layerId(): i for i, n in enumerate(QgsProject.instance().layerTreeRoot().findLayers())
-        }
-        layers.sort(key=lambda lyr: (order.get(lyr.id(), 1 << 30), lyr.name()))
-        common = Counter(lyr.bandCount() for lyr in layers).most_common(1)
-        bands = common[0][0] if common else None
-        self.raster_list.blockSignals(True)
-        self.raster_list.clear()
-        for lyr in layers:
-            item = QListWidgetItem(tr("{} ({} bands)").format(lyr.name(), lyr.bandCount()))
-            item.setData(LAYER_ID, lyr.id())
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            on = lyr.id() in checked if checked is not None else lyr.bandCount() == bands
-            item.setCheckState(Qt.Checked if on else Qt.Unchecked)
-            item.setToolTip(raster_file(lyr) or "")
-            self.raster_list.addItem(item)
-        self.raster_list.blockSignals(False)
-        self._count_rasters()
-
-    def _layers_changed(self, *_: Any) -> None:
-        if self.task is None:
-            self.refresh_rasters()
+        self.rasters.refresh()
 
     def check_all(self, on: bool) -> None:
-        for i in range(self.raster_list.count()):
-            self.raster_list.item(i).setCheckState(Qt.Checked if on else Qt.Unchecked)
+        self.rasters.check_all(on)
 
     def set_checked(self, layer_ids: list[str]) -> None:
-        wanted = set(layer_ids)
-        for i in range(self.raster_list.count()):
-            item = self.raster_list.item(i)
-            item.setCheckState(Qt.Checked if item.data(LAYER_ID) in wanted else Qt.Unchecked)
+        self.rasters.set_checked(layer_ids)
 
     def checked_ids(self) -> list[str]:
-        items = (self.raster_list.item(i) for i in range(self.raster_list.count()))
-        return [it.data(LAYER_ID) for it in items if it.checkState() == Qt.Checked]
+        return self.rasters.checked_ids()
 
     def checked_files(self) -> list[str]:
-        project = QgsProject.instance()
-        layers = [project.mapLayer(i) for i in self.checked_ids()]
-        return [raster_file(lyr) for lyr in layers if lyr is not None and raster_file(lyr)]
-
-    def _count_rasters(self) -> None:
-        self.raster_count.setText(
-            tr("{} of {} checked").format(len(self.checked_ids()), self.raster_list.count())
-        )
+        return self.rasters.checked_files()
 
     def _labels_changed(self, layer: Any) -> None:
         self.group_combo.setLayer(layer)
@@ -278,17 +206,7 @@ class ChipsDialog(QDialog):
 
     def show_problems(self, problems: dict[str, str]) -> None:
         """Each message beside its field (engine fields mapped onto the dialog's)."""
-        shown = 0
-        for key, message in problems.items():
-            key = ENGINE_FIELDS.get(key, key)
-            if key in self.errors:
-                show_error(self.errors[key], message)
-                shown += 1
-        self.status.setStyleSheet(ERROR_STYLE)
-        if shown == len(problems):
-            self.status.setText(tr("Some inputs are refused: see the messages beside them."))
-        else:
-            self.status.setText("; ".join(problems.values()))
+        show_problems(self, problems, lambda key: ENGINE_FIELDS.get(key, key))
 
     # --- running -----------------------------------------------------------------------
     def start(self) -> bool:
@@ -302,37 +220,21 @@ class ChipsDialog(QDialog):
         self.settings.set("chips/tile", inputs.tile)
         self.result = None
         self.train_button.setVisible(False)
-        self.status.setStyleSheet("")
-        self.status.setText(
-            tr("Cutting {} raster(s) with {} polygon(s)…").format(
-                len(inputs.rasters), source.features
-            )
+        status = tr("Cutting {} raster(s) with {} polygon(s)…").format(
+            len(inputs.rasters), source.features
         )
-        self.progress_bar.setValue(0)
-        self.task = tasks.ChipsTask(inputs, cleanup=source.temporary)
-        self.task.info.connect(safe_slot(self.on_info))
-        self.task.done.connect(safe_slot(lambda ok, t=self.task: self.on_done(t, ok)))
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        tasks.start(self.task)
+        start_task(self, tasks.ChipsTask(inputs, cleanup=source.temporary), status)
         return True
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            self.status.setText(tr("Cancelling…"))
+        cancel_task(self)
 
     def on_info(self, info: dict) -> None:
-        self.progress_bar.setValue(int(100 * info.get("fraction", 0.0)))
-        if info.get("message"):
-            self.status.setText(info["message"])
+        show_progress(self, info)
 
     def on_done(self, task: tasks.ChipsTask, ok: bool) -> None:
-        if task is not self.task:
+        if not task_finished(self, task):
             return
-        self.task = None
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
         self.refresh_rasters()
         if task.cancelled:
             self.status.setStyleSheet("")
@@ -379,12 +281,7 @@ class ChipsDialog(QDialog):
         if self.task is not None:
             tasks.detach(self.task)
             self.task = None
-        project = QgsProject.instance()
-        for signal in (project.layersAdded, project.layersRemoved):
-            try:
-                signal.disconnect(self._on_layers)
-            except (TypeError, RuntimeError):
-                pass
+        self.rasters.shutdown()
 
 
 def _delete(paths: list[Path]) -> None:

@@ -81,6 +81,8 @@ LABELS = {
     "train.precision": "Precision",
     "train.channels_last": "Channels-last layout",
     "train.tta": "Flip TTA at evaluation",
+    "train.ema": "Weight averaging (EMA)",
+    "train.ema.warmup": "Warm-up",
     "train.max_minutes": "Time limit (minutes)",
     "train.threads": "CPU threads",
     "train.report_thresholds": "Reported thresholds",
@@ -209,7 +211,8 @@ class LossTermsWidget(QWidget):
             tr(
                 "Losses and their parameters: bce (pos_weight), weighted_bce (pos_weight, "
                 "neg_weight), focal (alpha, gamma), dice, jaccard (pos_weight, neg_weight), lovasz. "
-                "The loss is the weighted sum of the terms."
+                "The loss is the weighted sum of the terms. pos_weight=auto (bce, weighted_bce): "
+                "the training masks' negative/positive pixel ratio."
             )
         )
         hint.setWordWrap(True)

@@ -9,10 +9,11 @@ itself, run in QgsTasks whose output lines come back through queued signals.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsTask
-from qgis.PyQt.QtCore import QProcess, QProcessEnvironment, Qt, pyqtSignal
+from qgis.PyQt.QtCore import QProcess, QProcessEnvironment, Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtGui import QFont, QFontDatabase, QFontInfo, QGuiApplication
 from qgis.PyQt.QtWidgets import (
     QDialog,
@@ -144,7 +145,11 @@ class EngineDialog(QDialog):
         self.check_button = QPushButton(tr("Check again"))
         self.copy_button = QPushButton(tr("Copy report"))
         self.existing_button = QPushButton(tr("Use an existing Python…"))
-        for b in (self.check_button, self.copy_button, self.existing_button):
+        # When the engine is ready the installer is folded away; this shows it again.
+        self.show_install_button = QPushButton(tr("Install another environment…"))
+        self.show_install_button.setVisible(False)
+        for b in (self.check_button, self.copy_button, self.existing_button,
+                  self.show_install_button):  # fmt: skip
             row.addWidget(b)
         row.addStretch(1)
         cur.addLayout(row)
@@ -185,6 +190,12 @@ class EngineDialog(QDialog):
         self.log_edit.setMinimumHeight(6 * self.fontMetrics().height())
         box.addWidget(self.log_edit, 1)
         lay.addWidget(install, 2)
+        self.install_group = install
+        # Elapsed seconds while the doctor runs: its first torch import takes 20-30 s.
+        self._check_started = 0.0
+        self.check_timer = QTimer(self)
+        self.check_timer.setInterval(1000)
+        self.check_timer.timeout.connect(safe_slot(self._show_checking))
 
         buttons = QHBoxLayout()
         self.install_button = QPushButton(tr("Install"))
@@ -199,6 +210,9 @@ class EngineDialog(QDialog):
         self.check_button.clicked.connect(safe_slot(lambda _c=False: self.check()))
         self.copy_button.clicked.connect(safe_slot(lambda _c=False: self.copy_report()))
         self.existing_button.clicked.connect(safe_slot(lambda _c=False: self.choose_python()))
+        self.show_install_button.clicked.connect(
+            safe_slot(lambda _c=False: self._fold_installer(False))
+        )
         self.install_button.clicked.connect(safe_slot(lambda _c=False: self.install()))
         self.cancel_button.clicked.connect(safe_slot(lambda _c=False: self.cancel()))
         close.clicked.connect(self.close)
@@ -224,7 +238,9 @@ class EngineDialog(QDialog):
         if self.doctor is not None:
             return
         self.check_button.setEnabled(False)
-        self.status_label.setText(tr("Checking {} …").format(self.python))
+        self._check_started = time.monotonic()
+        self._show_checking()
+        self.check_timer.start()
         cmd = engine_command(self.python, ["doctor"])
         proc = QProcess(self)
         env = QProcessEnvironment()
@@ -236,6 +252,20 @@ class EngineDialog(QDialog):
         proc.errorOccurred.connect(self._doctor_error)
         self.doctor = proc
         proc.start(cmd[0], cmd[1:])
+
+    def _show_checking(self) -> None:
+        seconds = int(time.monotonic() - self._check_started)
+        self.status_label.setText(
+            tr("Checking {} … {} s (the first import of PyTorch can take half a minute)")
+            .format(self.python, seconds)
+        )  # fmt: skip
+
+    def _fold_installer(self, fold: bool) -> None:
+        """Hide the installer (the engine is ready) or show it (not ready, or asked)."""
+        self.install_group.setVisible(not fold)
+        self.install_button.setVisible(not fold)
+        self.cancel_button.setVisible(not fold)
+        self.show_install_button.setVisible(fold)
 
     def _stop_doctor(self) -> None:
         """Kill a running doctor; its late signals are disconnected first."""
@@ -250,6 +280,7 @@ class EngineDialog(QDialog):
         proc.kill()
         proc.waitForFinished(2000)
         proc.deleteLater()
+        self.check_timer.stop()
         self.check_button.setEnabled(True)
 
     def _doctor_error(self, error: QProcess.ProcessError) -> None:
@@ -286,7 +317,10 @@ class EngineDialog(QDialog):
         from ..core.cli.doctor import format_report  # pure: no engine packages imported
 
         self.check_button.setEnabled(True)
+        self.check_timer.stop()
         self.report = report
+        busy = self.install_task is not None  # never fold away a running install
+        self._fold_installer(bool(report and report.get("ok")) and not busy)
         if report is None:
             self.report_text = f"engine      NOT ready: {error}\npython      {self.python}"
             self.status_label.setText(f"<span style='color:#b00020'>{error}</span>")

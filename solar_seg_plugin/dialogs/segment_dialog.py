@@ -1,11 +1,18 @@
-"""The Segment Layer dialog: a raster layer (or file), a model (run folder, model.pt or
-.onnx) with its band mapping, window settings and outputs; a SegmentTask adds the
-probability, mask, polygons (and, with ground truth, the error overlay) above the
-source layer, on the source's grid."""
+"""The Segment Layer dialog: what to segment (one raster layer or file, several raster
+layers of the project, or a folder of rasters), a model (run folder, model.pt or .onnx)
+with its band mapping, window settings and outputs.
+
+One raster: a SegmentTask adds the probability, mask, polygons (and, with ground truth,
+the error overlay) above the source layer, on the source's grid. Several rasters: a
+SegmentManyTask runs the engine's ``segment-many`` (Dask distributed: local worker
+processes, or an existing scheduler) and adds the merged polygons of every raster (field
+``scene``) and, optionally, each raster's mask in a group."""
 
 from __future__ import annotations
 
 import hashlib
+import html
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +23,31 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
+from qgis.PyQt import sip
 from qgis.PyQt.QtWidgets import (
+    QButtonGroup,
     QCheckBox,
     QComboBox,
     QDialog,
     QDoubleSpinBox,
     QGridLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
+    QRadioButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from .. import tasks
-from ..analysis.layers import add_group_above, apply_style, load_raster, load_vector
+from ..analysis.layers import (
+    add_group_above,
+    add_to_group,
+    apply_style,
+    load_raster,
+    load_vector,
+)
 from ..common import (
     PLUGIN_NAME,
     Settings,
@@ -44,22 +61,61 @@ from ..core.errors import UserError
 from ..vector_source import polygon_source
 from .widgets import (
     ERROR_STYLE,
+    WARNING_STYLE,
     PathEdit,
+    RasterChecklist,
     add_field_row,
     add_task_footer,
+    cancel_task,
     error_label,
+    raster_file,
+    set_row_visible,
     show_error,
+    show_problems,
+    show_progress,
+    start_task,
+    task_finished,
 )
 
 BACKENDS = ["auto", "torch", "onnx"]
 DEVICES = ["auto", "cpu", "cuda"]
 OUTPUT_NAMES = ("probability.tif", "mask.tif", "panels.gpkg", "errors.tif")
 
+# What to segment: one raster layer (or file), several raster layers, a folder.
+ONE, LAYERS, FOLDER = "one", "layers", "folder"
+MODES = (ONE, LAYERS, FOLDER)
+# Rows shown only in some modes (the others are shown in all).
+MODE_ROWS = {
+    ONE: ("layer", "file", "polygons", "truth", "truth_file", "reference", "reference_field"),
+    LAYERS: ("layers", "workers", "scheduler", "scene_masks"),
+    FOLDER: ("folder", "workers", "scheduler", "scene_masks"),
+}
+# Failed rasters listed by name and reason in the status line (the rest: summary.csv).
+FAILED_SHOWN = 6
+# Mask layers of more rasters than this start in a collapsed group.
+MASKS_EXPANDED = 8
 
-# Engine problem fields (core.segment.engine.check_segment) -> this dialog's fields.
-ENGINE_FIELDS = {"tile_size": "tile", "batch_size": "batch", "probability_dtype": "out"}
+# Engine problem fields (core.segment.engine.check_segment, and check_segment_many for
+# several rasters) -> this dialog's fields.
+ENGINE_FIELDS = {"tile_size": "tile", "batch_size": "batch", "probability_dtype": "out",
+                 "threads_per_worker": "workers"}  # fmt: skip
 # Layers of plants.gpkg (segment --reference) and their styles.
 PLANT_LAYERS = (("false_detections", "false_detections.qml"), ("plants", "plants_found_missed.qml"))
+
+
+def machine_cores() -> int:
+    """CPU cores this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def default_workers(cores: int | None = None) -> int:
+    """Local Dask workers for several rasters: one per 4 cores. Each worker holds its own
+    copy of the model and gets cores / workers torch threads; on a small machine one
+    worker with every core is faster than several with one each (docs/benchmarks.md:
+    0.83x for 2 workers on 2 cores), and QGIS itself keeps some room."""
+    return max(1, (cores or machine_cores()) // 4)
 
 
 class SegmentDialog(QDialog):
@@ -67,7 +123,7 @@ class SegmentDialog(QDialog):
         super().__init__(parent)
         self.iface = iface
         self.settings = Settings()
-        self.task: tasks.SegmentTask | None = None
+        self.task: tasks.EngineTask | None = None  # SegmentTask or SegmentManyTask
         self.meta: Any = None  # the model's metadata (engine `info`), when read
         self.meta_path = ""
         # The user typed a band mapping after choosing the model: reading the model (some
@@ -76,9 +132,23 @@ class SegmentDialog(QDialog):
         self.info_task: tasks.ModelInfoTask | None = None
         self.outcome: Any = None
         self.added: list = []
-        self.setWindowTitle(tr("SolarSeg: Segment a raster layer"))
-        self.resize(760, 640)
+        self.bands_key_shown = ""  # band-mapping key (model, band count) last pre-filled
+        self.setWindowTitle(tr("SolarSeg: Segment raster layers"))
+        self.resize(780, 700)
 
+        self.mode_buttons = {
+            ONE: QRadioButton(tr("One layer")),
+            LAYERS: QRadioButton(tr("Several layers")),
+            FOLDER: QRadioButton(tr("A folder")),
+        }
+        self.mode_group = QButtonGroup(self)
+        mode_row = QWidget()
+        ml = QHBoxLayout(mode_row)
+        ml.setContentsMargins(0, 0, 0, 0)
+        for i, mode in enumerate(MODES):
+            self.mode_group.addButton(self.mode_buttons[mode], i)
+            ml.addWidget(self.mode_buttons[mode])
+        ml.addStretch(1)
         self.layer_combo = QgsMapLayerComboBox()
         self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.file_edit = PathEdit(False, tr("Rasters (*.tif *.tiff *.vrt *.img *.jp2)"),
@@ -127,12 +197,49 @@ class SegmentDialog(QDialog):
         self.reference_field = QgsFieldComboBox()
         self.reference_field.setAllowEmptyFieldName(True)
         self.reference_combo.layerChanged.connect(safe_slot(self._reference_changed))
+        # Several rasters: the project's raster files (frozen while a task runs), or a
+        # folder; Dask workers here, or an existing scheduler; masks on the map.
+        self.rasters = RasterChecklist(lambda: self.task is not None)
+        self.folder_edit = PathEdit(True, None, "segment/last_folder_dir")
+        self.folder_edit.edit.setPlaceholderText(tr("a folder of rasters (not its sub-folders)"))
+        self.folder_count = QLabel()
+        self.folder_count.setObjectName("folderCount")
+        folder_row = QWidget()
+        fl = QHBoxLayout(folder_row)
+        fl.setContentsMargins(0, 0, 0, 0)
+        fl.addWidget(self.folder_edit, 1)
+        fl.addWidget(self.folder_count)
+        self.workers_spin = QSpinBox()
+        self.workers_spin.setRange(1, 256)
+        self.workers_spin.setValue(self.settings.get("segment/workers", default_workers(), int))
+        self.workers_spin.setToolTip(
+            tr("Dask worker processes on this machine, each with its own copy of the model "
+               "and an equal share of the cores; default one per 4 cores")
+        )  # fmt: skip
+        workers_row = QWidget()
+        wl = QHBoxLayout(workers_row)
+        wl.setContentsMargins(0, 0, 0, 0)
+        wl.addWidget(self.workers_spin)
+        self.workers_hint = QLabel(
+            tr("local worker processes (this machine has {} cores)").format(machine_cores())
+        )
+        wl.addWidget(self.workers_hint, 1)
+        self.scheduler_edit = QLineEdit()
+        self.scheduler_edit.setPlaceholderText(
+            tr("optional: tcp://HOST:8786 (empty: workers on this machine)")
+        )
+        self.masks_check = QCheckBox(tr("add each raster's mask to the map (in a group)"))
+        self.masks_check.setChecked(self.settings.get("segment/scene_masks", True, bool))
 
         self.errors: dict[str, QLabel] = {}
-        grid = QGridLayout()
+        self.rows: dict[str, int] = {}
+        self.grid = grid = QGridLayout()
         rows = [
+            ("mode", tr("Segment"), mode_row),
             ("layer", tr("Raster layer"), self.layer_combo),
             ("file", "", self.file_edit),
+            ("layers", tr("Raster layers"), self.rasters),
+            ("folder", tr("Folder"), folder_row),
             ("model", tr("Model"), self.model_edit),
             ("bands", tr("Band mapping"), self.bands_edit),
             ("threshold", tr("Threshold"), self.threshold_spin),
@@ -141,10 +248,13 @@ class SegmentDialog(QDialog):
             ("batch", tr("Batch size"), self.batch_spin),
             ("backend", tr("Backend"), self.backend_combo),
             ("device", tr("Device"), self.device_combo),
+            ("workers", tr("Workers"), workers_row),
+            ("scheduler", tr("Dask scheduler"), self.scheduler_edit),
             ("out", tr("Output folder"), self.out_edit),
             ("overwrite", "", self.overwrite_check),
             ("polygons", "", self.polygons_check),
             ("min_area", tr("Smallest polygon"), self.min_area_spin),
+            ("scene_masks", "", self.masks_check),
             ("truth", tr("Ground truth (optional)"), self.truth_combo),
             ("truth_file", "", self.truth_file),
             ("reference", tr("Reference polygons (optional)"), self.reference_combo),
@@ -154,20 +264,82 @@ class SegmentDialog(QDialog):
             widget.setObjectName(key)
             self.errors[key] = error_label()
             self.errors[key].setObjectName(f"error:{key}")
-            add_field_row(grid, label, widget, self.errors[key])
+            self.rows[key] = add_field_row(grid, label, widget, self.errors[key])
         grid.setColumnStretch(1, 1)
-        lay = QVBoxLayout(self)
-        lay.addLayout(grid)
+        # The labels of every mode's rows: the fields do not move when the mode changes.
+        labels = [grid.itemAtPosition(row, 0).widget() for row in self.rows.values()]
+        grid.setColumnMinimumWidth(0, max(w.sizeHint().width() for w in labels))
+        self.body = lay = QVBoxLayout(self)
+        lay.addLayout(grid)  # item 0
+        lay.addStretch(1)  # item 1: the room rows of other modes leave (not the list's)
         add_task_footer(self, lay, tr("Segment"))
         self.model_edit.changed.connect(self.model_changed)
         self.bands_edit.textEdited.connect(lambda _t: setattr(self, "bands_typed", True))
         self.layer_combo.layerChanged.connect(lambda _l: self._source_changed())
         self.file_edit.changed.connect(lambda _t: self._source_changed())
+        self.rasters.changed.connect(safe_slot(self._source_changed))
+        self.folder_edit.changed.connect(safe_slot(lambda _t: self._folder_changed()))
+        self.scheduler_edit.textChanged.connect(
+            safe_slot(lambda text: self.workers_row_enabled(not text.strip()))
+        )
+        self.mode_group.buttonClicked.connect(safe_slot(lambda _b: self._mode_changed()))
+        mode = self.settings.get("segment/mode", ONE, str)
+        self.mode_buttons[mode if mode in MODES else ONE].setChecked(True)
+        self._mode_changed()
         last = self.settings.get("segment/last_model", "", str)
         if last and Path(last).exists():
             self.model_edit.setText(last)
 
-    # --- inputs ------------------------------------------------------------------------
+    # --- what to segment ---------------------------------------------------------------
+    def mode(self) -> str:
+        """ONE, LAYERS or FOLDER."""
+        return MODES[max(0, self.mode_group.checkedId())]
+
+    def set_mode(self, mode: str) -> None:
+        self.mode_buttons[mode].setChecked(True)
+        self._mode_changed()
+
+    def _mode_changed(self) -> None:
+        mode = self.mode()
+        for key in {k for rows in MODE_ROWS.values() for k in rows}:
+            set_row_visible(self.grid, self.rows[key], key in MODE_ROWS[mode])
+        # Several layers: the list gets the dialog's spare height; else the bottom does.
+        self.grid.setRowStretch(self.rows["layers"], int(mode == LAYERS))
+        self.body.setStretch(0, int(mode == LAYERS))
+        self.body.setStretch(1, int(mode != LAYERS))
+        many = mode != ONE
+        self.overwrite_check.setText(
+            tr("redo every raster (default: skip those already complete in the folder)")
+            if many else tr("overwrite existing outputs")
+        )  # fmt: skip
+        self.out_edit.edit.setPlaceholderText(
+            tr("default: ~/SolarSeg/segment-many/<folder or 'layers'>") if many
+            else tr("default: ~/SolarSeg/segment/<raster name>")
+        )  # fmt: skip
+        self.settings.set("segment/mode", mode)
+        self._folder_changed()
+
+    def workers_row_enabled(self, on: bool) -> None:
+        """Local workers mean nothing with an existing scheduler (its workers count)."""
+        self.workers_spin.setEnabled(on)
+        self.workers_hint.setEnabled(on)
+
+    def folder_rasters(self) -> list[Path]:
+        """The rasters the engine will find in the folder (its own rule)."""
+        from ..core.segment.scenes import folder_rasters  # pure Python
+
+        folder = self.folder_edit.text()
+        return folder_rasters(folder) if folder else []
+
+    def _folder_changed(self) -> None:
+        folder = self.folder_edit.text()
+        if self.mode() == FOLDER and folder:
+            n = len(self.folder_rasters())
+            self.folder_count.setText(tr("{} raster(s) found").format(n))
+        else:
+            self.folder_count.clear()
+        self._source_changed()
+
     def _reference_changed(self, layer: Any) -> None:
         """A new reference layer: its fields, ``id`` pre-selected when it has one."""
         self.reference_field.setLayer(layer)
@@ -184,16 +356,31 @@ class SegmentDialog(QDialog):
             return None, None
         return layer.source().split("|")[0], layer
 
-    def raster_band_count(self) -> int | None:
-        path, layer = self.source_path()
-        if layer is not None:
-            return layer.bandCount()
-        if path and Path(path).exists():
+    def raster_band_counts(self) -> list[int]:
+        """The band counts of what is to be segmented (several rasters: their distinct
+        counts; a folder: those of its first 10 rasters)."""
+        mode = self.mode()
+        if mode == LAYERS:
+            return sorted({lyr.bandCount() for lyr in self.rasters.checked_layers()})
+        if mode == FOLDER:
+            paths = [str(p) for p in self.folder_rasters()[:10]]
+        else:
+            path, layer = self.source_path()
+            if layer is not None:
+                return [layer.bandCount()]
+            paths = [path] if path and Path(path).exists() else []
+        counts = set()
+        for path in paths:
             try:
-                return raster_shape(path)[0]
+                counts.add(raster_shape(path)[0])
             except OSError:
-                return None
-        return None
+                continue
+        return sorted(counts)
+
+    def raster_band_count(self) -> int | None:
+        """The band count of the raster(s), when they share one."""
+        counts = self.raster_band_counts()
+        return counts[0] if len(counts) == 1 else None
 
     def model_changed(self, path: str) -> None:
         """Read the model's metadata and pre-fill band mapping, threshold, window size
@@ -254,18 +441,27 @@ class SegmentDialog(QDialog):
         """The mapping last used for this model and band count, else the model's bands."""
         if self.meta is None:
             return
-        saved = self.settings.get(self._bands_key(), "", str)
+        self.bands_key_shown = key = self._bands_key()
+        saved = self.settings.get(key, "", str)
         self.bands_edit.setText(saved or format_bands(self.meta.bands))
 
     def _source_changed(self) -> None:
-        self.prefill_bands()
+        # A mapping is for one band count: filled again only when that (or the model)
+        # changed, so checking one more raster keeps what the user typed.
+        if self.meta is not None and self._bands_key() != self.bands_key_shown:
+            self.prefill_bands()
         self._update_hint()
 
     def _update_hint(self) -> None:
         if self.meta is None:
             return
-        count = self.raster_band_count()
-        raster = tr("the raster has {} band(s)").format(count) if count else ""
+        counts = self.raster_band_counts()
+        if self.mode() == ONE:
+            raster = tr("the raster has {} band(s)").format(counts[0]) if counts else ""
+        else:
+            raster = tr("the rasters have {} band(s)").format(
+                " or ".join(str(c) for c in counts)
+            ) if counts else ""  # fmt: skip
         self.model_info.setText(
             tr("{} / {}: {} input(s), trained on bands {}; upscale {}; {}").format(
                 self.meta.arch,
@@ -282,20 +478,11 @@ class SegmentDialog(QDialog):
         for label in self.errors.values():
             show_error(label, None)
         problems: dict[str, str] = {}
-        path, layer = self.source_path()
-        count = None
-        if not path:
-            problems["layer"] = tr("Choose a raster layer or a raster file")
-        elif layer is not None and (layer.providerType() != "gdal" or not Path(path).exists()):
-            problems["layer"] = tr("{} is not a raster file on disk").format(layer.name())
-        elif not Path(path).exists():
-            problems["file"] = tr("{}: file not found").format(path)
+        mode = self.mode()
+        if mode == ONE:
+            source = self._one_source(problems)
         else:
-            count = self.raster_band_count()
-            if count is None:
-                problems["file" if self.file_edit.text() else "layer"] = tr(
-                    "{}: not a readable raster"
-                ).format(path)
+            source = self._many_source(problems, mode)
         model = self.model_edit.text()
         if not model:
             problems["model"] = tr("Choose a run folder, a model.pt or a model.onnx")
@@ -309,16 +496,50 @@ class SegmentDialog(QDialog):
         backend = self.backend_combo.currentText()
         if backend == "auto":
             backend = "onnx" if model.lower().endswith(".onnx") else "torch"
+        name = source.pop("default_name")
         out = self.out_edit.text()
         if not out:
-            stem = Path(path).stem if path else "raster"
-            out = str(Path.home() / "SolarSeg" / "segment" / stem)
+            out = str(
+                Path.home() / "SolarSeg" / ("segment" if mode == ONE else "segment-many") / name
+            )
+        if mode == ONE:
+            self._one_extras(problems, source)
+        if problems:
+            if source.get("reference") is not None:
+                _delete(source["reference"].temporary)
+            for key, message in problems.items():
+                show_error(self.errors[key], message)
+            self.adjustSize()
+            self.status.setStyleSheet(ERROR_STYLE)
+            self.status.setText(tr("Some inputs are refused: see the messages beside them."))
+            return None
+        return {**source, "mode": mode, "model": model, "bands": bands, "backend": backend,
+                "out": out}  # fmt: skip
+
+    def _one_source(self, problems: dict[str, str]) -> dict:
+        """One raster: its file and project layer (None for a file not in the project)."""
+        path, layer = self.source_path()
+        if not path:
+            problems["layer"] = tr("Choose a raster layer or a raster file")
+        elif layer is not None and (layer.providerType() != "gdal" or not Path(path).exists()):
+            problems["layer"] = tr("{} is not a raster file on disk").format(layer.name())
+        elif not Path(path).exists():
+            problems["file"] = tr("{}: file not found").format(path)
+        elif self.raster_band_count() is None:
+            problems["file" if self.file_edit.text() else "layer"] = tr(
+                "{}: not a readable raster"
+            ).format(path)
+        return {"raster": path, "layer": layer,
+                "default_name": Path(path).stem if path else "raster"}  # fmt: skip
+
+    def _one_extras(self, problems: dict[str, str], source: dict) -> None:
+        """One raster: the optional ground truth and reference polygons."""
         truth = self.truth_file.text() or None
         truth_layer = self.truth_combo.currentLayer()
         if truth is None and truth_layer is not None:
             truth = truth_layer.source().split("|")[0]
         if truth:
-            problems.update(truth_problems(truth, path, bool(self.truth_file.text())))
+            problems.update(truth_problems(truth, source["raster"], bool(self.truth_file.text())))
         reference = None
         ref_layer = self.reference_combo.currentLayer()
         if ref_layer is not None:
@@ -326,25 +547,38 @@ class SegmentDialog(QDialog):
                 reference = polygon_source(ref_layer)
             except ValueError as exc:
                 problems["reference"] = str(exc)
-        if problems:
-            if reference is not None:
-                _delete(reference.temporary)
-            for key, message in problems.items():
-                show_error(self.errors[key], message)
-            self.adjustSize()
-            self.status.setStyleSheet(ERROR_STYLE)
-            self.status.setText(tr("Some inputs are refused: see the messages beside them."))
-            return None
-        return {
-            "raster": path,
-            "layer": layer,
-            "model": model,
-            "bands": bands,
-            "backend": backend,
-            "out": out,
-            "truth": truth,
-            "reference": reference,
-        }
+        source.update(truth=truth, reference=reference)
+
+    def _many_source(self, problems: dict[str, str], mode: str) -> dict:
+        """Several rasters: the engine's inputs (layer files, or the folder), checked
+        with the engine's own rule for what it will find (``collect_scenes``)."""
+        from ..core.segment.scenes import collect_scenes  # pure Python
+
+        layers: list[QgsRasterLayer] = []
+        if mode == LAYERS:
+            layers = self.rasters.checked_layers()
+            inputs = [raster_file(lyr) for lyr in layers]
+            name = "layers"
+            if not inputs:
+                problems["layers"] = tr("Check at least one raster layer (a raster file on disk)")
+        else:
+            folder = self.folder_edit.text()
+            inputs = [folder] if folder else []
+            name = Path(folder).name or "folder"
+            if not folder:
+                problems["folder"] = tr("Choose a folder of rasters")
+            elif not Path(folder).is_dir():
+                problems["folder"] = tr("{}: folder not found").format(folder)
+        scenes = []
+        if inputs and mode not in problems:
+            try:
+                scenes = collect_scenes(inputs)
+            except UserError as exc:
+                problems[mode] = str(exc)
+        scheduler = self.scheduler_edit.text().strip() or None
+        return {"inputs": inputs, "layers": layers, "scenes": len(scenes),
+                "workers": None if scheduler else self.workers_spin.value(),
+                "scheduler": scheduler, "default_name": name}  # fmt: skip
 
     # --- running -----------------------------------------------------------------------
     def start(self) -> bool:
@@ -355,10 +589,15 @@ class SegmentDialog(QDialog):
             return False
         from ..core.segment.options import ReferenceOptions, SegmentOptions  # pure Python
 
+        many = opts["mode"] != ONE
         self.settings.set("segment/last_model", opts["model"])
         if opts["bands"]:
             self.settings.set(self._bands_key(), format_bands(opts["bands"]))
-        self.settings.set("segment/polygons", self.polygons_check.isChecked())
+        if many:
+            self.settings.set("segment/workers", self.workers_spin.value())
+            self.settings.set("segment/scene_masks", self.masks_check.isChecked())
+        else:
+            self.settings.set("segment/polygons", self.polygons_check.isChecked())
         bands = opts["bands"]
         if self.meta is not None and bands == list(self.meta.bands or []):
             # The model's own selection: let the engine use (and explain) it.
@@ -371,10 +610,19 @@ class SegmentDialog(QDialog):
             bands=bands,
             backend=opts["backend"],
             device=self.device_combo.currentText(),
-            polygons=self.polygons_check.isChecked(),
+            polygons=many or self.polygons_check.isChecked(),
             min_area_m2=self.min_area_spin.value(),
             overwrite=self.overwrite_check.isChecked(),
         )
+        self.opts, self.outcome, self.temporary = opts, None, []
+        self.progress_bar.setFormat("%p%")
+        if many:
+            task = tasks.SegmentManyTask(opts["model"], opts["inputs"], opts["out"], options,
+                                         opts["workers"], opts["scheduler"])  # fmt: skip
+            where = (tr("on {} local worker(s)").format(opts["workers"]) if opts["workers"]
+                     else tr("on {}").format(opts["scheduler"]))  # fmt: skip
+            start_task(self, task, tr("Segmenting {} raster(s) {}…").format(opts["scenes"], where))
+            return True
         ref = opts["reference"]
         if ref is not None:
             options.reference = ReferenceOptions(
@@ -385,59 +633,54 @@ class SegmentDialog(QDialog):
             layer = QgsRasterLayer(opts["raster"], Path(opts["raster"]).stem)
             QgsProject.instance().addMapLayer(layer)
             opts["layer"] = layer
-        self.opts = opts
-        self.status.setStyleSheet("")
-        self.status.setText(tr("Segmenting {}…").format(opts["layer"].name()))
-        self.progress_bar.setValue(0)
-        self.task = tasks.SegmentTask(
-            opts["model"], opts["raster"], opts["out"], options, opts["truth"]
-        )
-        self.task.info.connect(safe_slot(self.on_info))
-        self.task.done.connect(safe_slot(lambda ok, t=self.task: self.on_done(t, ok)))
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        tasks.start(self.task)
+        task = tasks.SegmentTask(opts["model"], opts["raster"], opts["out"], options, opts["truth"])
+        start_task(self, task, tr("Segmenting {}…").format(opts["layer"].name()))
         return True
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            self.status.setText(tr("Cancelling…"))
+        cancel_task(self)
 
     def on_info(self, info: dict) -> None:
-        self.progress_bar.setValue(int(100 * info.get("fraction", 0.0)))
-        if info.get("message"):
-            self.status.setText(info["message"])
+        show_progress(self, info)
+        if "scenes_total" in info:  # segment-many: rasters done on the bar too
+            self.progress_bar.setFormat(
+                tr("{} of {} rasters · %p%").format(info["scenes_done"], info["scenes_total"])
+            )
 
-    def on_done(self, task: tasks.SegmentTask, ok: bool) -> None:
-        if task is not self.task:
+    def _engine_field(self, key: str) -> str:
+        """The dialog's field for a field of the engine's check."""
+        key = ENGINE_FIELDS.get(key, key)
+        if key == "raster":
+            return "file" if self.file_edit.text() else "layer"
+        if key == "inputs":
+            return self.mode() if self.mode() != ONE else "layer"
+        return key
+
+    def on_done(self, task: tasks.EngineTask, ok: bool) -> None:
+        if not task_finished(self, task):
             return
-        self.task = None
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
         _delete(getattr(self, "temporary", []))
         self.temporary = []
+        many = isinstance(task, tasks.SegmentManyTask)
         bar = self.iface.messageBar() if self.iface is not None else None
         if task.cancelled:
-            self.status.setText(tr("Cancelled; no output was written."))
+            self.status.setText(
+                tr("Cancelled; the rasters finished so far are kept in {} (a second run "
+                   "skips them).").format(task.out_dir) if many
+                else tr("Cancelled; no output was written.")
+            )  # fmt: skip
             return
         if not ok:
             message = task.error_message()
-            self.status.setStyleSheet(ERROR_STYLE)
-            self.status.setText(tr("Segmentation failed: {}").format(message))
             problems = getattr(task.error, "problems", None) or {}
-            shown = 0
-            for key, text in problems.items():  # the engine's check, beside the fields
-                key = ENGINE_FIELDS.get(key, key)
-                if key == "raster":
-                    key = "file" if self.file_edit.text() else "layer"
-                if key in self.errors:
-                    show_error(self.errors[key], text)
-                    shown += 1
-            if shown == len(problems) and shown:  # nothing ran: all said beside the fields
-                self.status.setText(tr("Some inputs are refused: see the messages beside them."))
+            # The engine's check, beside the fields; else the message on the status line.
+            show_problems(self, problems, self._engine_field,
+                          tr("Segmentation failed: {}").format(message))  # fmt: skip
             if bar is not None:
                 bar.pushMessage(PLUGIN_NAME, message, Qgis.Critical)
+            return
+        if many:
+            self.many_done(task.result, bar)
             return
         self.outcome = task.result
         try:
@@ -463,9 +706,13 @@ class SegmentDialog(QDialog):
                 ref=p["reference_ha"], pred=p["predicted_ha"],
             )  # fmt: skip
         self.progress_bar.setValue(100)
+        warnings = list(getattr(r, "warnings", None) or [])
+        if warnings:  # e.g. values not on the model's scale: the mask may be wrong
+            text += "\n" + "\n".join("⚠ " + w for w in warnings)
+            self.status.setStyleSheet(WARNING_STYLE)
         self.status.setText(text)
         if bar is not None:
-            bar.pushMessage(PLUGIN_NAME, text, Qgis.Success)
+            bar.pushMessage(PLUGIN_NAME, text, Qgis.Warning if warnings else Qgis.Success)
 
     def add_outputs(self, outcome: tasks.SegmentOutcome, source: QgsRasterLayer) -> list:
         """Probability, mask, polygons and error overlay in a group above the source."""
@@ -499,12 +746,80 @@ class SegmentDialog(QDialog):
         add_group_above(QgsProject.instance(), tr("SolarSeg: {}").format(name), layers, source)
         return layers
 
+    def many_done(self, result: Any, bar: Any) -> None:
+        """Several rasters done: their layers on the map, the engine's summary and each
+        failed raster with its reason on the status line."""
+        self.outcome = result
+        project = QgsProject.instance()  # source layers still in the project
+        sources = [lyr for lyr in self.opts["layers"]
+                   if not sip.isdeleted(lyr) and project.mapLayer(lyr.id()) is not None]  # fmt: skip
+        try:
+            self.added = self.add_many_outputs(result, sources)
+        except Exception as exc:  # an output QGIS cannot open is reported, not raised
+            self.status.setStyleSheet(ERROR_STYLE)
+            self.status.setText(tr("Could not add the outputs: {}").format(exc))
+            return
+        self.progress_bar.setValue(100)
+        failed = [row for row in result.scenes if row["status"] == "failed"]
+        complete = sum(1 for row in result.scenes if row["status"] in ("done", "skipped"))
+        lines = [html.escape(result.summary)]
+        for row in failed[:FAILED_SHOWN]:
+            # The engine names the file first; the raster's name is here already.
+            reason = row["error"].removeprefix(f"{row['raster']}: ")
+            lines.append(tr("failed: <b>{}</b>: {}").format(html.escape(row["scene"]),
+                                                              html.escape(reason)))  # fmt: skip
+        if len(failed) > FAILED_SHOWN:
+            lines.append(tr("… and {} more failed").format(len(failed) - FAILED_SHOWN))
+        summary_csv = Path(result.summary_csv)
+        lines.append(tr("Per raster: <a href='{}'>{}</a>").format(
+            summary_csv.as_uri(), html.escape(str(summary_csv))))  # fmt: skip
+        self.status.setStyleSheet(ERROR_STYLE if not complete else "")
+        self.status.setText("<br>".join(lines))
+        self.status.setOpenExternalLinks(True)
+        # Qt sizes the dialog without the height of wrapped text and would squeeze the
+        # form: the status line's wrapped height is its minimum (until the next run).
+        self.status.setMinimumHeight(self.status.heightForWidth(max(self.status.width(), 600)))
+        if bar is not None:
+            level = Qgis.Success if not failed else Qgis.Warning
+            bar.pushMessage(PLUGIN_NAME, result.summary, level)
+
+    def add_many_outputs(self, result: Any, sources: list[QgsRasterLayer]) -> list:
+        """A group (above the first source layer, else on top) with the polygons of all
+        rasters (``panels.gpkg``, field ``scene``, styled as one raster's polygons) and,
+        when asked, a sub-group with each complete raster's mask."""
+        project = QgsProject.instance()
+        n = len(result.scenes)
+        layers = []
+        if result.polygons:
+            panels = load_vector(result.polygons, tr("panels of {} raster(s)").format(n))
+            apply_style(panels, "panels.qml")
+            layers.append(panels)
+        masks = []
+        if self.masks_check.isChecked():
+            # A source without CRS: its mask has none either; use the layer's, as for one.
+            crs_of = {str(Path(raster_file(lyr)).resolve()): lyr.crs() for lyr in sources}
+            for row in result.scenes:
+                if row.get("mask_path"):
+                    crs = crs_of.get(str(Path(row["raster"]).resolve()))
+                    mask = load_raster(row["mask_path"], tr("{} mask").format(row["scene"]), crs)
+                    apply_style(mask, "mask.qml")
+                    masks.append(mask)
+        reference = sources[0] if sources else None
+        group = add_group_above(project, tr("SolarSeg: {} raster(s)").format(n), layers,
+                                reference)  # fmt: skip
+        if masks:
+            sub = group.addGroup(tr("masks ({})").format(len(masks)))
+            add_to_group(project, sub, masks)
+            sub.setExpanded(len(masks) <= MASKS_EXPANDED)
+        return layers + masks
+
     def shutdown(self) -> None:
         """Cancel running work and stop listening to it (plugin unload)."""
         for task in (self.task, self.info_task):
             if task is not None:
                 tasks.detach(task)
         self.task = self.info_task = None
+        self.rasters.shutdown()
 
 
 def truth_problems(truth: str, raster: str | None, from_file: bool) -> dict[str, str]:

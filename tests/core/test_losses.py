@@ -212,3 +212,125 @@ def test_build_loss_errors_name_the_term():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="same shape"):
         DiceLoss()(tile(Z), tile(T).reshape(1, 4), all_valid())
+
+
+# --- the tuning notes' knobs: class-aware Jaccard with weighted BCE and focal, BCE
+# pos_weight (a number or auto), blank tiles out of the loss ---------------------------
+
+
+def hand_weighted_bce(zs, ts, wp, wn) -> float:
+    w = [wp if t else wn for t in ts]
+    return sum(wi * bce(z, t) for wi, z, t in zip(w, zs, ts, strict=True)) / sum(w)
+
+
+def hand_focal(zs, ts, alpha=0.25, gamma=2.0) -> float:
+    terms = []
+    for z, t in zip(zs, ts, strict=True):
+        pt = sig(z) if t else 1.0 - sig(z)
+        alpha_t = alpha if t else 1.0 - alpha
+        terms.append(-alpha_t * (1.0 - pt) ** gamma * math.log(pt))
+    return sum(terms) / len(terms)
+
+
+def test_class_aware_jaccard_with_weighted_bce_and_focal_from_yaml():
+    from core.config import load_config
+
+    cfg = load_config(None, [
+        "loss.terms=[{name: weighted_bce, weight: 0.3, params: {pos_weight: 3, neg_weight: 1}},"
+        " {name: focal, weight: 0.3, params: {alpha: 0.25, gamma: 2}},"
+        " {name: jaccard, weight: 0.4, params: {pos_weight: 0.8, neg_weight: 0.2}}]"
+    ])  # fmt: skip
+    assert cfg.loss.terms[0].params == {"pos_weight": 3.0, "neg_weight": 1.0}
+    loss = build_loss(cfg.loss.terms)
+    expected = (
+        0.3 * hand_weighted_bce(Z, T, 3.0, 1.0)
+        + 0.3 * hand_focal(Z, T)
+        + 0.4 * hand_jaccard(Z, T, 0.8, 0.2)
+    )
+    assert loss(tile(Z), tile(T), all_valid()).item() == pytest.approx(expected, rel=1e-6)
+    # 0.8 on the positive class: the PV IoU weighs four times the background IoU.
+    ps = [sig(z) for z in Z]
+    inter = ps[0] + ps[2]
+    iou_pos = (inter + 1.0) / (sum(ps) + 2.0 - inter + 1.0)
+    assert loss.last_parts["jaccard"] == pytest.approx(
+        1.0 - (0.8 * iou_pos + 0.2 * (1.0 - hand_jaccard(Z, T, 0.0, 1.0))), rel=1e-6
+    )
+
+
+def test_pos_weight_auto_is_the_negative_positive_ratio():
+    from core.config import load_config
+    from core.training.losses import auto_pos_weight, resolve_auto
+
+    # 92 positive of 1000 valid pixels (the Solafune tiles' 9.2 %): 908 / 92.
+    assert auto_pos_weight(92, 1000) == pytest.approx(908 / 92)
+    cfg = load_config(None, [
+        "loss.terms=[{name: bce, weight: 0.5, params: {pos_weight: auto}},"
+        " {name: weighted_bce, weight: 0.5, params: {pos_weight: auto, neg_weight: 2}},"
+        " {name: jaccard, weight: 1, params: {pos_weight: 0.8, neg_weight: 0.2}}]"
+    ])  # fmt: skip
+    assert cfg.loss.terms[0].params == {"pos_weight": "auto"}
+    terms = resolve_auto(cfg.loss.terms, auto_pos_weight(1, 4))  # 3 negatives per positive
+    assert [t.params for t in terms] == [
+        {"pos_weight": 3.0}, {"pos_weight": 3.0, "neg_weight": 2.0},
+        {"pos_weight": 0.8, "neg_weight": 0.2},
+    ]  # fmt: skip
+    assert cfg.loss.terms[0].params == {"pos_weight": "auto"}  # the config is left alone
+    loss = build_loss(terms)
+    bce_3 = sum((3.0 if t else 1.0) * bce(z, t) for z, t in zip(Z, T, strict=True)) / 4
+    total = loss(tile(Z), tile(T), all_valid()).item()
+    parts = loss.last_parts
+    expected = 0.5 * parts["bce"] + 0.5 * parts["weighted_bce"] + parts["jaccard"]
+    assert total == pytest.approx(expected, rel=1e-6)
+    assert loss.last_parts["bce"] == pytest.approx(bce_3, rel=1e-6)
+    assert loss.last_parts["weighted_bce"] == pytest.approx(
+        hand_weighted_bce(Z, T, 3.0, 2.0), rel=1e-6
+    )
+
+
+def test_pos_weight_auto_refusals():
+    from core.training.losses import auto_pos_weight
+
+    with pytest.raises(ValueError, match=r"'bce': pos_weight auto is computed from the training"):
+        build_loss([LossTerm("bce", 1.0, {"pos_weight": "auto"})])
+    with pytest.raises(ValueError, match=r"'jaccard': pos_weight must be a number \(auto only"):
+        build_loss([LossTerm("jaccard", 1.0, {"pos_weight": "auto"})])
+    with pytest.raises(ValueError, match=r"'focal': gamma must be a number, got 'two'"):
+        build_loss([LossTerm("focal", 1.0, {"gamma": "two"})])
+    with pytest.raises(ValueError, match="0 positive of 500 valid pixels"):
+        auto_pos_weight(0, 500)
+
+
+def test_check_train_accepts_pos_weight_auto_and_names_bad_params(tmp_path):
+    from core.config import load_config
+    from core.training.checks import _loss_problems
+
+    ok = load_config(None, ["loss.terms=[{name: bce, params: {pos_weight: auto}}]"])
+    assert _loss_problems(ok) == []
+    bad = load_config(None, ["loss.terms=[{name: dice, params: {smooth: auto}}]"])
+    [problem] = _loss_problems(bad)
+    assert problem.field == "loss.terms" and "'dice': smooth must be a number" in problem.message
+
+
+def test_skip_blank_leaves_blank_tiles_out_of_every_term():
+    # Tile 0 is the usual one; tile 1 has no positive valid pixel (its one positive is
+    # invalid), and confident wrong logits that would dominate any loss.
+    z = torch.tensor([Z, [9.0, 9.0, 9.0, -9.0]]).reshape(2, 1, 2, 2)
+    t = torch.tensor([T, [0.0, 0.0, 0.0, 1.0]]).reshape(2, 1, 2, 2)
+    valid = torch.tensor([[True] * 4, [True, True, True, False]]).reshape(2, 1, 2, 2)
+    terms = [LossTerm("bce", 0.5, {"pos_weight": 2.0}), LossTerm("focal", 0.2),
+             LossTerm("jaccard", 0.3, {"pos_weight": 0.8, "neg_weight": 0.2})]  # fmt: skip
+    expected = (
+        0.5 * sum((2.0 if tt else 1.0) * bce(zz, tt) for zz, tt in zip(Z, T, strict=True)) / 4
+        + 0.2 * hand_focal(Z, T)
+        + 0.3 * hand_jaccard(Z, T, 0.8, 0.2)
+    )
+    skipping = build_loss(terms, skip_blank=True)
+    assert skipping(z, t, valid).item() == pytest.approx(expected, rel=1e-6)
+    # Without the setting the blank tile counts (and costs a lot).
+    assert build_loss(terms)(z, t, valid).item() > expected + 1.0
+    # Only blank tiles: a zero that carries a (zero) gradient.
+    zb = z[1:].clone().requires_grad_(True)
+    out = skipping(zb, t[1:], valid[1:])
+    assert out.item() == 0.0 and out.requires_grad
+    out.backward()
+    assert (zb.grad == 0).all()

@@ -390,9 +390,14 @@ def test_dialog_checks_the_real_venv_and_copies_the_report(qgis_app, tmp_path):
         wait_until(lambda: dlg.doctor is None, 60, "doctor")
         assert dlg.report is None and "NOT ready" in dlg.report_edit.toPlainText()
         assert "missing/python" in dlg.status_label.text()
+        assert dlg.install_group.isVisibleTo(dlg)  # not ready: the installer is offered
+        assert not dlg.show_install_button.isVisibleTo(dlg)
 
         dlg.use_python(str(PROJECT_PYTHON))  # "Use an existing Python…", then Check again
         assert Settings().get("engine_python", "", str) == str(PROJECT_PYTHON)
+        # while the doctor runs, the seconds it has taken (torch's first import is slow)
+        assert f"Checking {PROJECT_PYTHON} … 0 s" in dlg.status_label.text()
+        assert dlg.check_timer.isActive()
         wait_until(lambda: dlg.doctor is None, 240, "doctor")
         report = dlg.report_edit.toPlainText()
         assert dlg.report is not None and dlg.report["ok"], report
@@ -400,6 +405,12 @@ def test_dialog_checks_the_real_venv_and_copies_the_report(qgis_app, tmp_path):
         assert f"torch                        {torch.__version__}" in report
         assert f"segmentation-models-pytorch  {smp.__version__}" in report
         assert f"Ready: torch {torch.__version__}" in dlg.status_label.text()
+        assert not dlg.check_timer.isActive()
+        # ready: the installer is folded away, one button brings it back
+        assert not dlg.install_group.isVisibleTo(dlg) and not dlg.install_button.isVisibleTo(dlg)
+        dlg.show_install_button.click()
+        assert dlg.install_group.isVisibleTo(dlg) and dlg.install_button.isVisibleTo(dlg)
+        assert not dlg.show_install_button.isVisibleTo(dlg)
 
         dlg.show_plan(plan_for(tmp_path, gpu=None, torch_index_reachable=False))
         assert "cannot be reached" in dlg.plan_label.text() and dlg.install_button.isEnabled()

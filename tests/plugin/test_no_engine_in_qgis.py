@@ -138,6 +138,10 @@ assert seg.start()
 spin(lambda: seg.task is None, "segmentation")
 assert seg.outcome is not None, seg.status.text()
 print("layers", sorted(l.name() for l in seg.added))
+seg.set_mode("folder")  # several rasters: the folder's rasters counted in QGIS's process
+seg.folder_edit.setText({str(austria / "images")!r})
+print("folder", seg.folder_count.text())
+seg.set_mode("one")
 from qgis.core import QgsVectorLayer
 from solar_seg_plugin.dialogs.chips_dialog import ChipsDialog
 for tif in sorted(Path({str(austria / "images")!r}).glob("*.tif"))[:4]:
@@ -160,5 +164,6 @@ seg.shutdown(); train.shutdown(); chips.shutdown()
     assert "rows 4" in proc.stdout and "status completed" in proc.stdout
     assert "chips 4" in proc.stdout  # the 4 small Austria chips: one tile each
     assert "layers ['s2 mask', 's2 panels', 's2 probability']" in proc.stdout
+    assert "folder 25 raster(s) found" in proc.stdout
     assert "heavy []" in proc.stdout
     assert (tmp_path / "seg" / "mask.tif").is_file()

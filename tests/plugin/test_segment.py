@@ -69,6 +69,9 @@ def test_segment_haiti_outputs_on_source_grid(dialog, scenes, tiny_run, tmp_path
     assert dialog.start(), visible_errors(dialog)
     wait_for_dialog(dialog)
     assert dialog.outcome is not None, dialog.status.text()
+    # A Solafune model on the 8-bit Haiti scene: the outputs are there, and a warning.
+    assert "⚠ rgbn_haiti_5m.tif: its values do not look like" in dialog.status.text()
+    assert "b9770e" in dialog.status.styleSheet()
     names = {layer.name(): layer for layer in dialog.added}
     prob = names["rgbn_haiti_5m probability"]
     mask = names["rgbn_haiti_5m mask"]

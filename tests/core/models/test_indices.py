@@ -178,3 +178,19 @@ def test_a_model_with_indices_trains_segments_and_exports_to_onnx(indexed_run, s
             probs[name] = src.read(1)
     assert np.isfinite(probs["torch"]).all() and probs["torch"].std() > 1e-3
     assert np.abs(probs["torch"] - probs["onnx"]).max() < 1e-3
+
+
+def test_an_ensemble_of_models_with_indices_keeps_their_index_layers(indexed_run, tmp_path):
+    from core.models.onnx_export import export_onnx
+    from core.training.ensemble import make_ensemble
+
+    run = indexed_run.run_dir
+    ens = make_ensemble([run, run], tmp_path / "ens.pt", device="cpu")
+    assert [i["name"] for i in ens.meta.ensemble["members"][0]["indices"]] == ["ndvi", "ndwi"]
+    single, _ = load_model(run)
+    both, meta = load_model(ens.path)
+    assert meta.indices == read_model_meta(run).indices
+    x = torch.randn(2, 4, 24, 24)
+    with torch.inference_mode():
+        assert torch.allclose(torch.sigmoid(both(x)), torch.sigmoid(single(x)), atol=1e-5)
+    export_onnx(ens.path, tmp_path / "ens.onnx", tile_size=64, overlap=16)  # checked vs torch

@@ -75,3 +75,32 @@ def test_cli_check_reports_all_problems_as_json(solafune: Path, tmp_path: Path) 
     assert [p["field"] for p in event["problems"]] == ["train.epochs", "model.arch"]
     assert proc.stderr.count("error: ") == 2
     assert not out.exists()
+
+
+def test_resume_needs_a_run_folder_with_a_checkpoint(tmp_path: Path) -> None:
+    """``train --resume``: what is missing is said in one line, before any process
+    group reads anything (rank 0 checks; see test_distributed for the DDP resume)."""
+    from core.config import save_config
+    from core.errors import MissingInputError
+    from core.training.runs import RESUME_FILES, check_resume, resume_digest, resume_settings
+
+    run = tmp_path / "run"
+    (p,) = check_resume(run)
+    assert p.field == "resume" and "not a run folder" in p.message
+    assert resume_settings(run).device == "auto"  # defaults: join first, refuse after
+    run.mkdir()
+    save_config(load_config(None, ["train.device=cpu"]), run / "config.yaml")
+    (run / "split.csv").write_text("id,image,mask,group,split\n")
+    (run / "stats.json").write_text("{}")
+    (p,) = check_resume(run)
+    assert isinstance(p.error, MissingInputError)
+    assert "no checkpoint.pt" in p.message and "before its first epoch ended" in p.message
+    assert resume_settings(run).device == "cpu"
+    with pytest.raises(MissingInputError, match="no checkpoint.pt"):
+        train(None, resume=run)  # type: ignore[arg-type]
+    (run / "checkpoint.pt").write_bytes(b"epoch 1")
+    assert check_resume(run) == [] and RESUME_FILES[-1] == "checkpoint.pt"
+    digest = resume_digest(run)
+    assert digest == resume_digest(run)
+    (run / "checkpoint.pt").write_bytes(b"epoch 2")
+    assert resume_digest(run) != digest  # a rank reading another checkpoint is caught

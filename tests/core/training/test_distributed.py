@@ -172,10 +172,14 @@ def test_refusal_stops_every_rank_with_one_error_line(solafune, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_sigterm_stops_all_ranks_and_keeps_the_best_model(solafune, tmp_path):
+def test_sigterm_then_resume_continues_the_run(solafune, tmp_path, runs):
+    """SIGTERM stops every rank and keeps the best model; ``--resume`` under torchrun
+    then continues from the last finished epoch to the end: 3 epochs, none repeated,
+    the epochs before the stop kept as they were, and a complete run record."""
     proc = subprocess.Popen(
-        torchrun("-m", "core", "train", f"data.path={solafune}", *COMMON, "train.epochs=20",
-                 "train.batch_size=2", f"out_dir={tmp_path / 'runs'}"),
+        torchrun("-m", "core", "train", f"data.path={solafune}", *COMMON, "train.epochs=3",
+                 "train.batch_size=2", "train.eval_test_each_epoch=false",
+                 f"out_dir={tmp_path / 'runs'}"),
         cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -191,3 +195,18 @@ def test_sigterm_stops_all_ranks_and_keeps_the_best_model(solafune, tmp_path):
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "cancelled" and run["world_size"] == 2, rest[-3000:]
     assert (run_dir / "model.pt").is_file() and (run_dir / "checkpoint.pt").is_file()
+    before = (run_dir / "history.csv").read_text().splitlines()
+
+    resumed = subprocess.run(
+        torchrun("-m", "core", "train", "--resume", str(run_dir)),
+        cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("status completed") == 1  # rank 0 speaks, once
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3"]
+    assert history[: len(before)] == before  # finished epochs are not run again
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "completed" and run["world_size"] == 2
+    assert files(run_dir) == files(runs["ddp"])  # the same record as an uninterrupted run
+    assert not list(run_dir.rglob("*.part"))
