@@ -33,6 +33,7 @@ OPTIONAL = (
     ("onnx", "onnx"),
     ("matplotlib", "matplotlib"),
     ("sklearn", "scikit-learn"),
+    ("ukis_csmask", "ukis-csmask"),  # model.encoder_weights: ukis-csmask-*
 )
 MISSING = "missing"
 

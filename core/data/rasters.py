@@ -41,6 +41,8 @@ class RasterInfo:
     crs: str | None
     transform: tuple[float, ...]
     nodata: float | None
+    # Each band's description (GDAL's, e.g. "B02"), None where a band has none.
+    descriptions: tuple[str | None, ...] = ()
 
 
 def short_reason(exc: BaseException, path: str | Path) -> str:
@@ -101,6 +103,7 @@ def raster_info(path: str | Path) -> RasterInfo:
             crs=src.crs.to_string() if src.crs else None,
             transform=tuple(src.transform)[:6],
             nodata=src.nodata,
+            descriptions=tuple(src.descriptions),
         )
 
 
