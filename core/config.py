@@ -77,6 +77,13 @@ class ModelConfig:
     # -4b-l1c: bands B02,B03,B04,B08; -6b-l2a, -6b-l1c: also B11,B12; encoder
     # efficientnet-b4; see core.models.pretrained), or "imagenet" (needs the internet).
     encoder_weights: str | None = None
+    # BatchNorm momentum while training (PyTorch's convention: the weight of each new
+    # batch in the running statistics). None keeps the network's own: 0.1 in most
+    # encoders, 0.01 in smp's efficientnet-* encoders, whose running statistics then stay
+    # near their starting values (random init, or another dataset's for pretrained
+    # weights) for hundreds of steps, so that evaluation disagrees with training in
+    # short runs. Evaluation and inference do not use it.
+    bn_momentum: float | None = None
     # Extra keyword arguments of the smp architecture, e.g. {encoder_depth: 4,
     # decoder_channels: [128, 64, 32, 16]} (then data.pad_multiple can be 16).
     params: dict[str, Any] = field(default_factory=dict)
@@ -427,6 +434,11 @@ def config_problems(cfg: RunConfig) -> list[Problem]:
         cfg.model.encoder_weights, cfg.model.encoder, cfg.data.bands
     ):
         refuse(key, message)
+    if cfg.model.bn_momentum is not None and not 0 < cfg.model.bn_momentum <= 1:
+        refuse(
+            "model.bn_momentum",
+            f"model.bn_momentum must be in (0, 1] or empty, got {cfg.model.bn_momentum}",
+        )
     if cfg.model.init_normalisation not in ("model", "data"):
         refuse(
             "model.init_normalisation",

@@ -97,6 +97,16 @@ def build_model(
     return model
 
 
+def set_bn_momentum(model: nn.Module, momentum: float | None) -> int:
+    """Set every BatchNorm layer's momentum (None: leave them); the number changed."""
+    if momentum is None:
+        return 0
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        m.momentum = float(momentum)
+    return len(layers)
+
+
 def encoder_source(encoder_weights: str | None) -> dict[str, Any]:
     """Where a run's starting encoder weights came from, for the model file: {} for
     random init; for a named source its package, version, file SHA-256, bands and

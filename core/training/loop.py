@@ -39,6 +39,7 @@ from ..models.build import (
     min_input_side,
     resolve_device,
     save_model_file,
+    set_bn_momentum,
 )
 from ..models.precision import FP32, Numerics
 from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
@@ -312,6 +313,7 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
     # Resuming: the checkpoint has every weight, so the starting weights are not read.
     weights = cfg.model.encoder_weights if resume is None else None
     model = build_model(cfg.model.arch, cfg.model.encoder, in_ch, weights, cfg.model.params)
+    set_bn_momentum(model, cfg.model.bn_momentum)
     if init is not None:
         load_weights(model, init)
     model = numerics.prepare_model(model.to(device))  # before the optimiser sees the weights

@@ -173,3 +173,22 @@ def test_wrong_input_bands_and_missing_or_changed_package(cache, monkeypatch):
     with pytest.raises(MissingInputError, match="pip install ukis-csmask==1.0.0") as e:
         pretrained.locate(src)
     assert e.value.field == "model.encoder_weights"
+
+
+def test_bn_momentum_setting():
+    """smp's efficientnet encoders keep BatchNorm momentum 0.01 (lukemelas'); the
+    setting overrides every BatchNorm layer for training, and refuses values outside
+    (0, 1]."""
+    from core.models.build import set_bn_momentum
+
+    model = build_model("Unet", "efficientnet-b4", 4)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {round(m.momentum, 6) for m in model.encoder.modules() if m in bns} == {0.01}
+    assert set_bn_momentum(model, None) == 0
+    assert set_bn_momentum(model, 0.1) == len(bns) and {m.momentum for m in bns} == {0.1}
+    cfg = RunConfig()
+    for bad in (0.0, 1.5):
+        cfg.model.bn_momentum = bad
+        assert [p.field for p in config_problems(cfg)] == ["model.bn_momentum"]
+    cfg.model.bn_momentum = 0.1
+    assert config_problems(cfg) == []
