@@ -20,6 +20,7 @@ from core.models import pretrained
 from core.models.build import build_model, read_model_file
 from core.training.checks import check_train
 from core.training.loop import train
+from tests.conftest import REPO
 
 NAME = "ukis-csmask-4b-l2a"
 SOLAFUNE_RGBN = [2, 3, 4, 8]  # B02, B03, B04, B08 in the Solafune 12-band order
@@ -128,6 +129,8 @@ def test_check_train_refuses_bands_in_another_order(solafune, tmp_path):
     assert check_train(load_config(None, base)) == []  # found from the 12-band order
     six = [*base[:-1], "model.encoder_weights=ukis-csmask-6b-l2a"]
     assert check_train(load_config(None, [*six, "data.bands=[2,3,4,8,11,12]"])) == []
+    committed = load_config(REPO / "configs" / "rgbn_ukis.yaml", base[:3])
+    assert check_train(committed) == [] and committed.data.bands == SOLAFUNE_RGBN
 
 
 def test_band_names_from_descriptions_and_band_orders(austria, scenes):
