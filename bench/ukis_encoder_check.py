@@ -134,8 +134,7 @@ def main(argv=None) -> int:
     model = onnx.load(str(loc.onnx))
     rest = {t.name[len("model.") :]: torch.from_numpy(onnx.numpy_helper.to_array(t).astype(np.float32))
             for t in model.graph.initializer if not t.name.startswith(P.ONNX_PREFIX)}  # fmt: skip
-    missing, unexpected = net.load_state_dict({**net.state_dict(), **rest}, strict=True), None
-    del missing, unexpected
+    net.load_state_dict({**net.state_dict(), **rest}, strict=True)  # decoder and 3-class head
     net.eval()
     with torch.no_grad():
         feats = net.encoder(torch.from_numpy(x))[1:]
