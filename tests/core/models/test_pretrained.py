@@ -17,7 +17,7 @@ from core.config import RunConfig, config_problems, load_config
 from core.data.rasters import read_image
 from core.errors import InputError, MissingInputError
 from core.models import pretrained
-from core.models.build import build_model, read_model_file
+from core.models.build import build_model, load_model, read_model_file
 from core.training.checks import check_train
 from core.training.loop import train
 from tests.conftest import REPO
@@ -76,31 +76,54 @@ def test_encoder_matches_onnx_runtime_on_a_real_tile(solafune, cache):
         torch.testing.assert_close(again[k], v.float(), rtol=0, atol=0)
 
 
-def test_model_file_records_the_source_bands_and_normalisation(solafune, cache, tmp_path):
-    """A run from the named weights (data.bands left empty: found from the Solafune
-    12-band order) keeps the bands B02,B03,B04,B08, the encoder's normalisation and its
-    source (package, version, ONNX SHA-256, band order) in the model file."""
+@pytest.fixture(scope="module")
+def ukis_run(solafune, tmp_path_factory):
+    """One short run from the named weights (data.bands left empty), its config."""
+    tmp = tmp_path_factory.mktemp("ukis_run")
     cfg = load_config(None, [
-        f"data.path={solafune}", f"out_dir={tmp_path / 'runs'}", "data.limit=16",
+        f"data.path={solafune}", f"out_dir={tmp / 'runs'}", "data.limit=16",
         "model.encoder=efficientnet-b4", f"model.encoder_weights={NAME}", "train.epochs=1",
         # the whole encoder is loaded; running only its first three stages keeps it quick
         "model.params={encoder_depth: 3, decoder_channels: [32, 16, 8]}",
         "train.batch_size=8", "train.tta=false", "train.eval_test_each_epoch=false",
         "train.threads=2", "train.report_thresholds=[0.5]",
     ])  # fmt: skip
-    result = train(cfg)
-    meta, _ = read_model_file(result.run_dir)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOLARSEG_CACHE_DIR", str(tmp / "cache"))
+        return cfg, train(cfg).run_dir
+
+
+def test_model_file_records_the_source_bands_and_normalisation(ukis_run):
+    """A run from the named weights (data.bands left empty: found from the Solafune
+    12-band order) keeps the bands B02,B03,B04,B08, the encoder's normalisation and its
+    source (package, version, ONNX SHA-256, band order) in the model file."""
+    _, run_dir = ukis_run
+    meta, _ = read_model_file(run_dir)
     src = meta.encoder_source
     assert src["name"] == NAME and src["package"] == "ukis-csmask"
     assert src["version"] == importlib.metadata.version("ukis-csmask")
     loc = pretrained.locate(pretrained.SOURCES[NAME])
     assert src["sha256"] == pretrained.file_sha256(loc.onnx)
     assert src["bands"] == ["B02", "B03", "B04", "B08"]
+    assert src["licence"] == "Apache-2.0" and "DLR" in src["copyright"]
     assert meta.bands == SOLAFUNE_RGBN and meta.config["data"]["bands"] == SOLAFUNE_RGBN
     mean, std = pretrained.normalisation(pretrained.SOURCES[NAME])
     assert meta.mean == pytest.approx(mean) and meta.std == pytest.approx(std)
     assert meta.mean[0] == pytest.approx(loc.stats()["mean"][0] * 1e4)  # reflectance x 1e4
-    assert (result.run_dir / "encoder_source.json").exists()
+    assert (run_dir / "encoder_source.json").exists()
+
+
+def test_loading_and_resuming_need_no_package(ukis_run, monkeypatch):
+    cfg, run_dir = ukis_run
+    src = read_model_file(run_dir)[0].encoder_source
+
+    def absent(src):
+        raise MissingInputError("no package")
+
+    monkeypatch.setattr(pretrained, "locate", absent)
+    load_model(run_dir)
+    train(cfg, resume=run_dir)
+    assert read_model_file(run_dir)[0].encoder_source == src
 
 
 def test_config_problems_name_the_expected_encoder_and_bands():
