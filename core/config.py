@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import Problem, UserError
+from .models import pretrained
 from .models.indices import index_problems
 from .models.meta import is_pixel_arch, min_input_side
 
@@ -81,8 +82,18 @@ class DataConfig:
 class ModelConfig:
     arch: str = "Unet"  # any segmentation_models_pytorch architecture name
     encoder: str = "resnet18"
-    # None (offline), "imagenet" (needs the internet or a cache), or a local file path.
+    # None (random init, offline), a local weights file (.pt/.pth/.bin), a Sentinel-2
+    # encoder that installs offline with the ukis-csmask package (ukis-csmask-4b-l2a,
+    # -4b-l1c: bands B02,B03,B04,B08; -6b-l2a, -6b-l1c: also B11,B12; encoder
+    # efficientnet-b4; see core.models.pretrained), or "imagenet" (needs the internet).
     encoder_weights: str | None = None
+    # BatchNorm momentum while training (PyTorch's convention: the weight of each new
+    # batch in the running statistics). None keeps the network's own: 0.1 in most
+    # encoders, 0.01 in smp's efficientnet-* encoders, whose running statistics then stay
+    # near their starting values (random init, or another dataset's for pretrained
+    # weights) for hundreds of steps, so that evaluation disagrees with training in
+    # short runs. Evaluation and inference do not use it.
+    bn_momentum: float | None = None
     # Extra keyword arguments of the smp architecture, e.g. {encoder_depth: 4,
     # decoder_channels: [128, 64, 32, 16]} (then data.pad_multiple can be 16).
     params: dict[str, Any] = field(default_factory=dict)
@@ -90,8 +101,9 @@ class ModelConfig:
     # architecture, encoder, params and upscale must match these settings; data.bands
     # defaults to its bands (and must equal them when set). See core.training.finetune.
     init_from: str | None = None
-    # Normalisation when starting from a model: "model" keeps the starting model's
-    # mean/std (what its weights expect), "data" recomputes them on the training split.
+    # Normalisation when starting from a model (init_from) or from named pretrained
+    # encoder weights: "model" keeps the starting weights' mean/std (what they expect),
+    # "data" recomputes them on the training split.
     init_normalisation: str = "model"
 
 
@@ -476,6 +488,15 @@ def config_problems(cfg: RunConfig) -> list[Problem]:
     s = cfg.data.split
     if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
         refuse("data.split.val", "data.split.val and data.split.test must be in [0,1) and sum < 1")
+    for key, message in pretrained.config_problems(
+        cfg.model.encoder_weights, cfg.model.encoder, cfg.data.bands
+    ):
+        refuse(key, message)
+    if cfg.model.bn_momentum is not None and not 0 < cfg.model.bn_momentum <= 1:
+        refuse(
+            "model.bn_momentum",
+            f"model.bn_momentum must be in (0, 1] or empty, got {cfg.model.bn_momentum}",
+        )
     if cfg.model.init_normalisation not in ("model", "data"):
         refuse(
             "model.init_normalisation",

@@ -34,6 +34,7 @@ OPTIONAL = (
     ("matplotlib", "matplotlib"),
     ("sklearn", "scikit-learn"),
     ("lightgbm", "lightgbm"),
+    ("ukis_csmask", "ukis-csmask"),  # model.encoder_weights: ukis-csmask-*
 )
 MISSING = "missing"
 

@@ -41,8 +41,8 @@ class RasterInfo:
     crs: str | None
     transform: tuple[float, ...]
     nodata: float | None
-    # Band descriptions (None where a band has none), e.g. ("B01", ..., "B12").
-    descriptions: tuple = ()
+    # Each band's description (GDAL's, e.g. "B02"), None where a band has none.
+    descriptions: tuple[str | None, ...] = ()
 
 
 def short_reason(exc: BaseException, path: str | Path) -> str:

@@ -43,12 +43,16 @@ def build_model(
 ) -> nn.Module:
     """Any segmentation_models_pytorch architecture by name, one logit channel out.
 
-    ``encoder_weights`` may be None (random init, works offline), ``"imagenet"`` (or
-    another smp weight name; needs the internet or a populated cache), or a path to a
-    local ``.pt``/``.pth`` state dict for the encoder. With a 3-band pretrained encoder
-    and more input bands, smp adapts the first convolution.
+    ``encoder_weights`` may be None (random init, works offline), a name of
+    :data:`core.models.pretrained.SOURCES` (Sentinel-2 weights from an installed
+    package, offline), ``"imagenet"`` (or another smp weight name; needs the internet
+    or a populated cache), or a path to a local ``.pt``/``.pth`` state dict for the
+    encoder. With a 3-band pretrained encoder and more input bands, smp adapts the
+    first convolution.
     """
     import segmentation_models_pytorch as smp
+
+    from . import pretrained
 
     names = {n.lower(): n for n in _smp_architectures()}
     key = arch.replace("_", "").replace("-", "").lower()
@@ -59,6 +63,21 @@ def build_model(
     local = None
     if encoder_weights and (Path(encoder_weights).suffix in (".pt", ".pth", ".bin")):
         local, encoder_weights = Path(encoder_weights), None
+    named = pretrained.lookup(encoder_weights)
+    if named is not None:
+        if encoder != pretrained.ENCODER:
+            raise InputError(
+                f"model.encoder_weights {named.name} are for encoder {pretrained.ENCODER}, "
+                f"not {encoder}",
+                "model.encoder",
+            )
+        if in_channels != len(named.bands):
+            raise InputError(
+                f"model.encoder_weights {named.name} takes {len(named.bands)} bands "
+                f"({named.band_text}), not {in_channels}",
+                "data.bands",
+            )
+        encoder_weights = None
     try:
         model = cls(
             encoder_name=encoder,
@@ -74,7 +93,37 @@ def build_model(
         raise InputError(f"{arch}: invalid model.params {params}: {exc}") from None
     if local is not None:
         _load_local_encoder(model, local)
+    if named is not None:
+        pretrained.load_encoder(model, named)
     return model
+
+
+def set_bn_momentum(model: nn.Module, momentum: float | None) -> int:
+    """Set every BatchNorm layer's momentum (None: leave them); the number changed."""
+    if momentum is None:
+        return 0
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        m.momentum = float(momentum)
+    return len(layers)
+
+
+def encoder_source(encoder_weights: str | None) -> dict[str, Any]:
+    """Where a run's starting encoder weights came from, for the model file: {} for
+    random init; for a named source its package, version, file SHA-256, bands and
+    normalisation; for a local file its path and SHA-256; else the smp weight name."""
+    from . import pretrained
+
+    if not encoder_weights:
+        return {}
+    named = pretrained.lookup(encoder_weights)
+    if named is not None:
+        loc = pretrained.locate(named)
+        return pretrained.source_record(loc, pretrained.file_sha256(loc.onnx))
+    path = Path(encoder_weights).expanduser()
+    if path.suffix in (".pt", ".pth", ".bin"):
+        return {"name": "file", "path": str(path.resolve()), "sha256": pretrained.file_sha256(path)}
+    return {"name": str(encoder_weights)}
 
 
 def _unknown_encoder(encoder: str, arch: str) -> str:

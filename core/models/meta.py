@@ -85,6 +85,11 @@ class ModelMeta:
     # (core.models.indices): one dict per index with name, kind, sources, bands,
     # inputs, mean and std. Empty in older files and for models without indices.
     indices: list[dict[str, Any]] = field(default_factory=list)
+    # Where the encoder's starting weights came from (core.models.build.encoder_source):
+    # {} for random init (and in files written before it existed); for a named source
+    # such as ukis-csmask-4b-l2a its package, version, ONNX file SHA-256, Sentinel-2
+    # band order and normalisation; for a local weights file its path and SHA-256.
+    encoder_source: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -36,6 +36,8 @@ def check_train(cfg: RunConfig) -> list[Problem]:
     problems += _loss_problems(cfg)
     problems += _model_problems(cfg)
     problems += _init_problems(cfg)
+    if not any(p.field in ("data.path", "data.bands", "model.encoder_weights") for p in problems):
+        problems += _pretrained_problems(cfg)
     return problems
 
 
@@ -52,6 +54,34 @@ def _lightgbm_problems() -> list[Problem]:
         out.append(Problem("model.arch", "model.arch lightgbm trains in one process; "
                            "start it without torchrun"))  # fmt: skip
     return out
+
+
+def pretrained_bands(cfg: RunConfig) -> list[int] | None:
+    """The raster bands named encoder weights (``model.encoder_weights:
+    ukis-csmask-4b-l2a``...) are fed: ``data.bands`` checked against the Sentinel-2
+    band names of the dataset's first raster (its band descriptions, else the 12- or
+    13-band order), or found from them when ``data.bands`` is empty. None for other
+    weights. Raises a UserError keyed by its setting."""
+    from ..data.discovery import find_dataset
+    from ..data.rasters import raster_info
+    from ..models import pretrained
+
+    src = pretrained.lookup(cfg.model.encoder_weights)
+    if src is None:
+        return None
+    pretrained.locate(src)  # installed?
+    first = find_dataset(cfg.data.path).pairs[0].image
+    info = raster_info(first)
+    names, how = pretrained.raster_band_names(info.descriptions, info.count)
+    return pretrained.pick_bands(src, cfg.data.bands, names, f"{first.name}: {how}")
+
+
+def _pretrained_problems(cfg: RunConfig) -> list[Problem]:
+    try:
+        pretrained_bands(cfg)
+    except UserError as exc:
+        return [Problem(exc.field or "model.encoder_weights", str(exc), exc)]
+    return []
 
 
 def _init_problems(cfg: RunConfig) -> list[Problem]:

@@ -10,6 +10,7 @@ QGIS (the plugin wraps it in a QgsTask).
 from __future__ import annotations
 
 import io
+import json
 import math
 import random
 import time
@@ -28,20 +29,23 @@ from ..errors import InputError
 from ..evaluation.metrics import ConfusionCounts, confusion
 from ..evaluation.predict import iter_batches, to_native
 from ..io import atomic_write_bytes
+from ..models import pretrained
 from ..models.build import (
     MODEL_FILENAME,
     ModelMeta,
     build_network,
+    encoder_source,
     min_input_side,
     resolve_device,
     save_model_file,
+    set_bn_momentum,
 )
 from ..models.meta import is_pixel_arch
 from ..models.precision import FP32, Numerics
 from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
 from . import distributed, runs
 from .averaging import WeightEMA
-from .checks import check_train
+from .checks import check_train, pretrained_bands
 from .finetune import load_init_model, load_weights, starting_stats
 from .losses import auto_pos_weight, build_loss, needs_class_balance, resolve_auto
 from .prep import INDICES, prepare_data, prepare_indices
@@ -49,6 +53,7 @@ from .runs import RunResult
 
 SPLITS = ("train", "val", "test")
 CHECKPOINT = "checkpoint.pt"
+ENCODER_SOURCE = "encoder_source.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -240,10 +245,18 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         run_dir = Path(resume)
         distributed.check_on_main(dist, lambda: runs.check_resume(run_dir))
         cfg = runs.load_run_config(run_dir)
+        source_path = run_dir / ENCODER_SOURCE
+        source = json.loads(source_path.read_text()) if source_path.exists() else {}
     else:
         # Every refused setting is reported before the run folder exists.
         distributed.check_on_main(dist, lambda: check_train(cfg))
         init = load_init_model(cfg)  # checked above; fills data.bands from the model
+        named_bands = pretrained_bands(cfg)  # named encoder weights: their bands, checked
+        if named_bands is not None:
+            cfg.data.bands = named_bands
+        source = init.meta.encoder_source if init is not None else None
+        if source is None:
+            source = encoder_source(cfg.model.encoder_weights)
         run_dir = distributed.from_main(dist, lambda: runs.new_run_dir(cfg))
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
@@ -267,10 +280,13 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
     else:
         pairs, stats, data_info = prepare_data(cfg)
         stats = starting_stats(stats, init, cfg.model.init_normalisation)
+        stats = _named_weights_stats(stats, init, cfg)
         specs = prepare_indices(cfg, pairs, init)
         if dist.is_main:
             if init is not None:
                 runs.write_json(run_dir / "init_from.json", init.record())
+            if source:
+                runs.write_json(run_dir / ENCODER_SOURCE, source)
             save_config(cfg, run_dir / "config.yaml")
             write_manifest(pairs, run_dir / "split.csv")
             stats.save(run_dir / "stats.json")
@@ -317,9 +333,13 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         precision=numerics.precision,
         memory_format=numerics.memory_format,
         indices=specs,
+        encoder_source=dict(source or {}),
     )
     # The network for the bands plus the index channels, its index layer in front.
-    model = build_network(meta, cfg.model.encoder_weights)
+    # Resuming: the checkpoint has every weight, so the starting weights are not read.
+    weights = cfg.model.encoder_weights if resume is None else None
+    model = build_network(meta, weights)
+    set_bn_momentum(model, cfg.model.bn_momentum)
     if init is not None:
         load_weights(model, init)
     model = numerics.prepare_model(model.to(device))  # before the optimiser sees the weights
@@ -512,6 +532,20 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
     return RunResult(
         run_dir, status, best_epoch, final["threshold"], final["metrics"], str(device),
         numerics.precision, numerics.memory_format,
+    )  # fmt: skip
+
+
+def _named_weights_stats(stats: BandStats, init, cfg: RunConfig) -> BandStats:
+    """With named encoder weights and ``model.init_normalisation: model`` (and no
+    ``init_from``, whose own normalisation wins), the mean/std the weights were trained
+    with, in raster units; else ``stats`` unchanged."""
+    src = pretrained.lookup(cfg.model.encoder_weights)
+    if src is None or init is not None or cfg.model.init_normalisation != "model":
+        return stats
+    mean, std = pretrained.normalisation(src)
+    return BandStats(
+        bands=list(stats.bands), count=list(stats.count), mean=mean, std=std,
+        min=list(stats.min), max=list(stats.max),
     )  # fmt: skip
 
 

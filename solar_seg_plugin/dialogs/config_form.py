@@ -40,7 +40,7 @@ from .widgets import PathEdit, add_field_row, error_label, show_error
 ARCHITECTURES = ["Unet", "UnetPlusPlus", "FPN", "Linknet", "MAnet", "PAN", "PSPNet",
                  "DeepLabV3", "DeepLabV3Plus", "UPerNet", "Segformer"]  # fmt: skip
 ENCODERS = ["resnet18", "resnet34", "resnet50", "efficientnet-b0", "efficientnet-b2",
-            "mobilenet_v2", "timm-regnety_008", "mit_b0"]  # fmt: skip
+            "efficientnet-b4", "mobilenet_v2", "timm-regnety_008", "mit_b0"]  # fmt: skip
 # core.training.losses.LOSSES without importing torch while the dialog opens (a test keeps them equal)
 LOSS_NAMES = ["bce", "dice", "weighted_bce", "focal", "jaccard", "lovasz"]
 CHOICES: dict[str, list[Any]] = {
@@ -96,7 +96,8 @@ PLACEHOLDERS = {
     "data.limit": "use only the first N tiles; empty = all",
     "data.split.group_regex": "empty = split by tile",
     "data.train_crop": "random crops, e.g. 96 at 4x; empty = whole tiles",
-    "model.encoder_weights": "empty = random init (offline)",
+    "model.encoder_weights": "empty = random init; a .pt file; or ukis-csmask-4b-l2a "
+    "(Sentinel-2 B02,B03,B04,B08, efficientnet-b4, offline)",
     "train.max_minutes": "empty = no limit",
     "train.threads": "empty = torch default",
 }
@@ -315,7 +316,10 @@ class ConfigForm(QTabWidget):
         if key == "out_dir":
             return PathEdit(True, None, "train/last_out_dir")
         if key == "model.encoder_weights":
-            return PathEdit(False, tr("Weights (*.pt *.pth *.bin)"), "train/last_weights_dir")
+            return PathEdit(
+                False, tr("Weights (*.pt *.pth *.bin)"), "train/last_weights_dir",
+                placeholder=tr(PLACEHOLDERS[key]),
+            )  # fmt: skip
         if key == "loss.terms":
             return LossTermsWidget()
         if inner is bool:

@@ -70,7 +70,7 @@ def test_requirements_file_pins_the_engine_stack():
     assert "torch==2.14.1" in reqs and "segmentation-models-pytorch==0.5.0" in reqs
     assert "numpy>=1.24,<2" in reqs
     for needed in ("torchvision", "rasterio", "onnxruntime", "pyyaml", "matplotlib",
-                   "scikit-learn", "onnx"):  # fmt: skip
+                   "scikit-learn", "onnx", "ukis-csmask"):  # fmt: skip
         assert needed in names, needed
     assert not {"pytest", "pytest-qgis", "ruff"} & set(names)  # no test/lint tools
 
