@@ -99,7 +99,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..models.build import resolve_model_path
 
     if args.check:
-        problems = check_evaluate(args.model, args.dataset, args.split, args.threshold, args.device)
+        problems = check_evaluate(args.model, args.dataset, args.split, args.threshold,
+                                  args.device, args.precision, args.calibration,
+                                  args.calibration_tiles)  # fmt: skip
         return report_checked(args.session, problems)
     model_path = resolve_model_path(args.model)
     out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
@@ -109,6 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model_path, args.dataset, args.split, args.threshold,
         progress=session.progress(lambda _: None), cancel=session.cancel, out_csv=out_csv,
         device=args.device, tta=args.tta, plants_csv=plants_csv, precision=args.precision,
+        calibration=args.calibration, calibration_tiles=args.calibration_tiles,
     )  # fmt: skip
     m = {k: result.metrics.get(k) for k in METRIC_KEYS}
     m["plants"] = result.plants.summary() if result.plants else None
@@ -199,9 +202,17 @@ def add_train_commands(sub) -> None:
         help="flip test-time augmentation (default: as the model was trained)",
     )  # fmt: skip
     p.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16"), default=None,
-        help="network arithmetic; default: the model's train.precision setting, resolved here",
+        "--precision", choices=("auto", "fp32", "bf16", "int8"), default=None,
+        help="network arithmetic; default: the model's train.precision setting, resolved "
+        "here; int8: the model's int8 ONNX graph on ONNX Runtime (as segment --precision int8)",
     )  # fmt: skip
+    p.add_argument(
+        "--calibration", default=None, metavar="DIR",
+        help="int8: dataset whose tiles calibrate the quantisation (default: the model's "
+        "training dataset, its train split)",
+    )  # fmt: skip
+    p.add_argument("--calibration-tiles", type=int, default=64, metavar="N",
+                   help="int8: calibration tiles (default 64)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.add_argument(
         "--check", action="store_true",

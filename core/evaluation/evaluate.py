@@ -31,9 +31,12 @@ from ..models.meta import read_model_meta
 from ..models.precision import Numerics
 from ..progress import CancelFn, ProgressFn, never_cancel, no_progress
 from .plants import plants_of_predictions, write_plants_csv
-from .predict import iter_native_probabilities
+from .predict import ProbabilityNet, iter_native_probabilities
 from .scoring import EvalResult, evaluate_predictions, is_blank  # noqa: F401 (public here too)
 
+# --precision of evaluate and predict-split (int8: core.models.quantize).
+EVAL_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+DEFAULT_CALIBRATION_TILES = 64  # = core.models.quantize.DEFAULT_CALIBRATION_TILES
 PER_IMAGE_FIELDS = ["tile_id", "iou", "f1", "precision", "recall", "tp", "fp", "fn", "tn",
                     "positive_pixels", "predicted_pixels", "valid_pixels"]  # fmt: skip
 
@@ -176,11 +179,19 @@ def check_evaluate(
     split: str = "test",
     threshold: float | None = None,
     device: str = "auto",
+    precision: str | None = None,
+    calibration: str | Path | None = None,
+    calibration_tiles: int = DEFAULT_CALIBRATION_TILES,
 ) -> list[Problem]:
     """The one check of an evaluation's (and a split prediction's) inputs: every problem
-    keyed by field (``model``, ``dataset``, ``split``, ``threshold``, ``device``), before
-    the network is built or anything is written."""
+    keyed by field (``model``, ``dataset``, ``split``, ``threshold``, ``device``,
+    ``precision``, ``calibration``), before the network is built or anything is
+    written."""
     problems: list[Problem] = []
+    if precision not in (None, *EVAL_PRECISIONS):
+        problems.append(
+            Problem("precision", f"precision must be auto, fp32, bf16 or int8, got {precision!r}")
+        )
     if split not in ("train", "val", "test", "all"):
         problems.append(Problem("split", f"split must be train, val, test or all, got {split!r}"))
     if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -193,6 +204,10 @@ def check_evaluate(
         meta = read_model_meta(model_path)  # metadata only: the weights are not read
     except UserError as exc:
         return problems + [Problem.of("model", exc)]
+    if precision == "int8":
+        from ..models.quantize import calibration_problems
+
+        problems += calibration_problems(meta, calibration, calibration_tiles)
     if any(p.field == "split" for p in problems):
         return problems
     try:
@@ -214,16 +229,27 @@ def predict_split(
     tta: bool | None = None,
     device: str = "auto",
     precision: str | None = None,
+    calibration: str | Path | None = None,
+    calibration_tiles: int = DEFAULT_CALIBRATION_TILES,
 ) -> tuple[ModelMeta, list[TilePrediction]]:
     """Load a model (run folder or model file) and predict one split (or ``all``).
 
     The tiles are chosen by :func:`split_of_model`: the training split on the model's
     own dataset, every tile (``all``) of another dataset. ``precision`` (auto, fp32,
-    bf16) overrides the model's stored ``train.precision``.
+    bf16) overrides the model's stored ``train.precision``; ``int8`` runs the model's
+    int8 ONNX graph on ONNX Runtime (quantised as ``segment --precision int8`` does,
+    with ``calibration`` / ``calibration_tiles``, and cached).
     """
-    raise_problems(check_evaluate(model_path, dataset_path, split, None, device))
+    raise_problems(
+        check_evaluate(model_path, dataset_path, split, None, device, precision, calibration,
+                       calibration_tiles)
+    )  # fmt: skip
     dev = resolve_device(device)
-    model, meta = load_model(model_path, dev)
+    if precision == "int8":
+        model, meta = _int8_net(model_path, calibration, calibration_tiles, device, progress)
+        precision = "fp32"  # of the (absent) torch network: the graph is int8
+    else:
+        model, meta = load_model(model_path, dev)
     pairs = split_of_model(meta, dataset_path, split, model_path)
     if split != "all":
         pairs = [p for p in pairs if p.split == split]
@@ -234,6 +260,17 @@ def predict_split(
     numerics = numerics_of_model(meta, dev, precision)
     ds = tile_dataset(meta, pairs)
     return meta, predict_dataset(model, meta, ds, dev, tta, progress, cancel, numerics)
+
+
+def _int8_net(model_path, calibration, calibration_tiles, device, progress):
+    """The model's int8 ONNX graph (:func:`core.models.quantize.int8_model`) as a
+    :class:`~.predict.ProbabilityNet`, and the model's metadata."""
+    from ..models.quantize import int8_model
+    from ..segment.backends import OnnxBackend
+
+    path = int8_model(model_path, calibration, calibration_tiles, progress=progress)
+    backend = OnnxBackend(path, device="cpu" if device == "cpu" else "auto")
+    return ProbabilityNet(backend.predict), read_model_meta(model_path)
 
 
 def write_per_image_csv(rows: list[dict], path: str | Path) -> None:
@@ -257,6 +294,8 @@ def evaluate(
     plants_csv: str | Path | None = None,
     tta: bool | None = None,
     precision: str | None = None,
+    calibration: str | Path | None = None,
+    calibration_tiles: int = DEFAULT_CALIBRATION_TILES,
 ) -> EvalResult:
     """Metrics of a saved model on a split, at its stored threshold unless given:
     pixel metrics and plant-level results (``result.plants``; one row per plant in
@@ -269,9 +308,13 @@ def evaluate(
     / ``val`` / ``train`` use its predefined split, or, when it has none, the model's
     seeded split settings (seed, fractions, group regex) applied to it. Training-time
     tile selection (``data.limit``, the training split) never applies to it.
-    ``precision`` (auto, fp32, bf16) overrides the model's stored ``train.precision``.
+    ``precision`` (auto, fp32, bf16) overrides the model's stored ``train.precision``;
+    ``int8`` scores the model's int8 ONNX graph (see :func:`predict_split`).
     """
-    raise_problems(check_evaluate(model_path, dataset_path, split, threshold, device))
+    raise_problems(
+        check_evaluate(model_path, dataset_path, split, threshold, device, precision,
+                       calibration, calibration_tiles)
+    )  # fmt: skip
     meta, preds = predict_split(
         model_path,
         dataset_path,
@@ -281,6 +324,8 @@ def evaluate(
         tta=tta,
         device=device,
         precision=precision,
+        calibration=calibration,
+        calibration_tiles=calibration_tiles,
     )
     skip = config_of_model(meta).data.skip_blank_in_metrics
     threshold = meta.threshold if threshold is None else threshold
