@@ -4,6 +4,8 @@ Pipeline (see :func:`segment_raster`):
 
 1. The model (run folder, ``.pt`` model file or ``.onnx`` file) gives the band selection,
    normalisation, threshold, upscale factor, pad multiple and default tile size/overlap.
+   ``precision`` int8 runs its int8 ONNX graph (quantised first, calibrated on training
+   tiles prepared by :func:`network_inputs`: :mod:`core.models.quantize`).
 2. A reader thread reads the next batch of windows (rasterio windowed reads of the
    selected bands), computes validity (declared nodata, -9999, NaN), normalises and
    reflect-pads them while the current batch is being predicted.
@@ -17,6 +19,9 @@ Pipeline (see :func:`segment_raster`):
 5. Optionally, polygons of the mask go to a GeoPackage.
 6. Optionally (``reference``), the mask is matched with reference polygons plant by
    plant: ``plants.csv`` and ``plants.gpkg`` (:mod:`core.segment.reference`).
+
+The rasters' GDAL metadata and the result record the backend and precision the network
+ran in (and int8's calibration).
 
 Outputs live under temporary names until everything succeeded; a failure or a cancel
 removes them.

@@ -16,6 +16,10 @@ is replaced. A marker made with other options or another model is refused unless
 Scene names are the rasters' file stems (``a.tif`` -> ``OUT/a/``); a stem seen again
 gets ``-2``, ``-3``... in input order.
 
+``--precision int8`` with a ``.pt`` or fp32 ``.onnx`` model: the client quantises it
+once (:func:`core.models.quantize.int8_model`) into ``OUT/.int8/``, which every worker
+must see anyway, and the workers load that file.
+
 A bad scene (unreadable, wrong bands, damaged blocks) becomes a ``failed`` row of the
 summary and the others go on. A worker that dies mid-scene is replaced by Dask (its
 nanny) and the scene runs again on a live worker (Dask's own rescheduling, up to

@@ -159,3 +159,34 @@ def test_precision_refusals_are_keyed_by_field_before_anything_is_written(
     [error] = [e for e in _events(capsys.readouterr().out) if e["event"] == "error"]
     assert code == 2 and error["field"] == "calibration"
     assert not out.exists()
+
+
+def test_segment_many_int8_quantises_once_for_its_workers(solafune_model, s2_scene, tmp_path):
+    import shutil
+
+    from core.segment.many import INT8_CACHE_DIRNAME, ClusterOptions, read_marker, segment_many
+
+    scenes = [tmp_path / "in" / f"{name}.tif" for name in ("a", "b")]
+    for path in scenes:
+        path.parent.mkdir(exist_ok=True)
+        shutil.copy(s2_scene, path)
+    out = tmp_path / "out"
+    options = SegmentOptions(bands=[3, 2, 1, 4], precision="int8", calibration_tiles=8)
+    cluster = ClusterOptions(workers=1, processes=False)
+    assert segment_many(solafune_model, scenes, out, options, cluster).counts == {"done": 2}
+    [int8] = (out / INT8_CACHE_DIRNAME).glob("*.int8.onnx")  # made once, by the client
+    for name in ("a", "b"):
+        result = read_marker(out / name)["result"]
+        assert (result["backend"], result["precision"]) == ("onnx", "int8")
+        assert result["calibration"]["tiles"] == 8
+        assert _read(out / name / "mask.tif")[1]["SOLARSEG_PRECISION"] == "int8"
+    # The workers ran that very file: segment with it gives the same probabilities.
+    single = segment_raster(
+        int8, scenes[0], tmp_path / "single", SegmentOptions(bands=[3, 2, 1, 4], backend="onnx")
+    )
+    np.testing.assert_array_equal(
+        _read(single.probability_path)[0], _read(out / "a" / "probability.tif")[0]
+    )
+    mtime = int8.stat().st_mtime_ns
+    again = segment_many(solafune_model, scenes, out, options, cluster)  # resume: same key
+    assert again.counts == {"skipped": 2} and int8.stat().st_mtime_ns == mtime
