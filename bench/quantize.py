@@ -220,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from rasterio.errors import NotGeoreferencedWarning
 
+    from core.data.tiles import NoCRSWarning
+
     warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the scene has no CRS
+    warnings.simplefilter("ignore", NoCRSWarning)  # nor the Solafune tiles
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(args.variants) - set(ALL_VARIANTS))
     if unknown:
