@@ -438,8 +438,9 @@ def quantize_onnx(
                              "calibration": json.dumps(plan.record())}  # fmt: skip
                 doc = (
                     "SolarSeg solar-panel segmentation, int8 (ONNX Runtime static "
-                    "quantisation, QDQ). input: float32 NCHW (band - mean) / std; output: "
-                    "float32 N1HW probabilities (sigmoid included)."
+                    f"quantisation, {settings.record()['format']}). input: float32 NCHW "
+                    "(band - mean) / std; output: float32 N1HW probabilities (sigmoid "
+                    "included)."
                 )
                 _write_metadata(part, new_props, doc)
     progress(Progress("quantize", 1.0, f"int8: wrote {out_path.name}"))
@@ -466,12 +467,6 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_any_meta(path: Path) -> ModelMeta:
-    from ..segment.backends import read_meta
-
-    return read_meta(path)
-
-
 def int8_model(
     model_path: str | Path,
     calibration: str | Path | None = None,
@@ -491,8 +486,10 @@ def int8_model(
             return path
     else:
         path = resolve_model_path(path)
+    from ..segment.backends import read_meta
+
     settings = settings or QuantSettings()
-    meta = read_any_meta(path)
+    meta = read_meta(path)
     plan = calibration_plan(meta, calibration, tiles)
     recipe = json.dumps({"tiles": plan.key(), **plan.record(), **settings.record(),
                          "extra": settings.extra}, sort_keys=True)  # fmt: skip
