@@ -340,7 +340,7 @@ def _add_metadata(path: Path, meta: ModelMeta, resolution_cm: float | None) -> N
         "format": ONNX_FORMAT,
         "format_version": ONNX_FORMAT_VERSION,
         "output": "probability",
-        "precision": "fp32",
+        "graph_precision": "fp32",  # core.models.quantize.GRAPH_PRECISION_KEY
     }
     props = {ONNX_META_KEY: json.dumps(solarseg), "precision": "fp32",
              **deepness_metadata(meta, resolution_cm)}  # fmt: skip

@@ -20,10 +20,12 @@ the network as an int8 ONNX graph on ONNX Runtime:
    engine's own code (:func:`core.segment.engine.network_inputs`: band selection,
    validity, ``(band - mean) / std``, reflect padding to a window, bicubic upscaling),
    one window per tile fitted to its size.
-4. The int8 file keeps the fp32 file's metadata and adds ``precision: int8``, the
-   quantisation settings, the calibration record (source, split, tiles) and a check
-   made right after quantising: max and mean |int8 - fp32| probability and the mask
-   IoU on the calibration inputs.
+4. The int8 file keeps the fp32 file's metadata and adds a ``precision: int8`` entry
+   and, in the ``solarseg`` JSON, ``graph_precision: int8`` (fp32 exports say fp32;
+   ModelMeta's ``precision`` keeps saying what training ran in), the quantisation
+   settings, the calibration record (source, split, tiles, seed) and a check made right
+   after quantising: max and mean |int8 - fp32| probability and the mask IoU on the
+   calibration inputs.
 
 An int8 file is recognised from its metadata (:func:`onnx_precision`) and runs as it is.
 ``segment --precision int8`` with a ``.pt`` or fp32 ``.onnx`` model quantises once and
@@ -57,6 +59,9 @@ from ..progress import Progress, ProgressFn, no_progress
 from .meta import ONNX_META_KEY, ModelMeta, min_input_side, resolve_model_path
 
 INT8 = "int8"
+# Key of the ``solarseg`` metadata JSON saying what the graph computes in (fp32, int8);
+# not ModelMeta's ``precision``, which says what training ran in.
+GRAPH_PRECISION_KEY = "graph_precision"
 DEFAULT_CALIBRATION_TILES = 64
 CALIBRATION_SEED = 0  # order in which calibration tiles are drawn
 CALIBRATION_BATCH = 8  # inputs of one shape per calibration run
@@ -161,7 +166,7 @@ def solarseg_props(props: dict[str, str]) -> dict[str, Any]:
 
 def onnx_precision(props: dict[str, str]) -> str:
     """``int8`` for a file this module quantised, ``fp32`` for any other."""
-    return str(solarseg_props(props).get("precision", "fp32"))
+    return str(solarseg_props(props).get(GRAPH_PRECISION_KEY, "fp32"))
 
 
 def file_props(path: str | Path) -> dict[str, str]:
@@ -429,7 +434,7 @@ def quantize_onnx(
                 check = _agreement(fp32_path, part, batches, meta.threshold)
                 solarseg = solarseg_props(props)
                 solarseg.update(
-                    precision=INT8,
+                    **{GRAPH_PRECISION_KEY: INT8},
                     quantization={**settings.record(), "float_nodes": keep},
                     calibration=plan.record(),
                     calibration_check=check,

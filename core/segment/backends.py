@@ -131,7 +131,7 @@ class OnnxBackend:
         # "int8" for a file quantised by core.models.quantize (its metadata says so),
         # with the calibration it was made with; "fp32" for any other graph.
         raw = json.loads(props[ONNX_META_KEY])
-        self.precision = str(raw.get("precision", "fp32"))
+        self.precision = str(raw.get("graph_precision", "fp32"))
         self.calibration = raw.get("calibration")
         self.tta = tta
 

@@ -74,7 +74,8 @@ def test_int8_file_records_precision_quantisation_and_calibration(solafune_int8,
     props = file_props(solafune_int8)
     assert props["precision"] == "int8"
     meta = solarseg_props(props)
-    assert meta["precision"] == "int8" and meta["output"] == "probability"
+    assert meta["graph_precision"] == "int8" and meta["output"] == "probability"
+    assert meta["precision"] == "fp32"  # ModelMeta's: what training ran in, kept
     assert meta["calibration"] == {
         "source": str(solafune), "split": "train", "tiles": INT8_TILES,
         "requested": INT8_TILES, "available": 140, "seed": 0,

@@ -97,7 +97,7 @@ def test_export_onnx_int8_writes_an_int8_file_that_segment_recognises(
     assert f"wrote {out}" in text and "int8)" in text
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     solarseg = json.loads(props["solarseg"])
-    assert props["precision"] == solarseg["precision"] == "int8"
+    assert props["precision"] == solarseg["graph_precision"] == "int8"
     assert solarseg["calibration"]["tiles"] == 8 and solarseg["quantization"]["format"] == "QDQ"
     assert solarseg["bands"] == [4, 3, 2, 8] and props["model_type"] == "Segmentor"
     # Default precision, no calibration data needed: the file says it is int8.
@@ -109,7 +109,7 @@ def test_export_onnx_int8_writes_an_int8_file_that_segment_recognises(
     # An fp32 export says fp32.
     assert main(["export-onnx", str(solafune_model), str(tmp_path / "fp32.onnx")]) == 0
     fp32 = {p.key: p.value for p in onnx.load(str(tmp_path / "fp32.onnx")).metadata_props}
-    assert fp32["precision"] == json.loads(fp32["solarseg"])["precision"] == "fp32"
+    assert fp32["precision"] == json.loads(fp32["solarseg"])["graph_precision"] == "fp32"
 
 
 def test_precision_refusals_are_keyed_by_field_before_anything_is_written(
