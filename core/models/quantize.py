@@ -7,8 +7,9 @@ the network as an int8 ONNX graph on ONNX Runtime:
    (:func:`core.models.onnx_export.export_onnx`, checked against PyTorch); an fp32
    ``.onnx`` file is used as it is.
 2. :func:`onnxruntime.quantization.quantize_static` quantises it (QDQ format, uint8
-   activations, int8 weights per output channel: the combination measured fastest on
-   an AVX-512 VNNI CPU, see ``bench/quantize.py``) after ORT's own pre-processing
+   activations, int8 weights per output channel: with QOperator, the fastest measured
+   on an AVX-512 VNNI CPU, see ``QUANT_FORMAT`` and ``bench/quantize.py``) after ORT's
+   own pre-processing
    (shape inference, graph optimisation). The end of the graph stays float32: the
    sigmoid, the segmentation head and the decoder's last, full-resolution stage
    (``FLOAT_TAIL_CONVS``), where 8-bit activations moved probabilities the most.
@@ -65,8 +66,13 @@ GRAPH_PRECISION_KEY = "graph_precision"
 DEFAULT_CALIBRATION_TILES = 64
 CALIBRATION_SEED = 0  # order in which calibration tiles are drawn
 CALIBRATION_BATCH = 8  # inputs of one shape per calibration run
-# Measured on a Zen 4 EPYC (AVX-512 VNNI), Unet resnet18, 2 threads: QDQ 2.6-2.7x the
-# fp32 graph, QOperator 1.8-2.2x; per-channel weights as fast as per-tensor.
+# Measured on a Zen 4 EPYC (AVX-512 VNNI), trained Unet resnet18, 2 threads, load 4-6,
+# x the fp32 graph on ONNX Runtime: bare sessions 1024² / 4 x 512²: QDQ per-channel
+# 2.21 / 2.31, QOperator per-channel 2.27 / 2.27, QDQ per-tensor 2.16 / 2.17; end to
+# end (bench/quantize.py, 512² mosaic, tile 128): 2.24, 2.32, 2.23. QDQ and QOperator
+# are level (without the float tail below, QOperator per-channel was 1.85x against
+# QDQ's 2.69x); QDQ is kept: ONNX Runtime's recommended format, which its other
+# execution providers (CUDA, TensorRT) also run. Per-channel weights: as fast, finer.
 QUANT_FORMAT = "qdq"
 QUANT_FORMATS = ("qdq", "qoperator")
 PER_CHANNEL = True
