@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ukis_encoder_check.py [--name ukis-csmask-4b-l2a] [--tiles 4]
 
-Feeds real Solafune tiles (bands B02, B03, B04, B08 [, B11, B12], upscaled bicubic to
+Feeds real Solafune tiles (bands B2, B3, B4, B8 [, B11, B12], upscaled bicubic to
 the ONNX file's fixed 256 x 256, normalised as ukis-csmask does: reflectance, then the
 package's mean and std) to
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     src = P.SOURCES[a.name]
     loc = P.locate(src)
     stats = loc.stats()
-    bands = [P._L2A_12.index(b) + 1 for b in src.bands]  # Solafune's 12-band order
+    bands = P.solafune_bands(src)  # Solafune's 12-band order
     x = real_input(bands, stats["mean"], stats["std"], a.tiles)
 
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Paired check of issue 11, lever 2: Unet efficientnet-b4 from random init vs from the
 # ukis-csmask-4b-l2a encoder (its own normalisation, or the data's), and resnet18 from
-# random init for the time ratio. Same split (seed 42), bands B02,B03,B04,B08 (2,3,4,8),
+# random init for the time ratio. Same split (seed 42), bands B2,B3,B4,B8 (2,3,4,8),
 # data.limit tiles, upscale 4 + 96 px crops, bf16/channels-last as auto decides, no TTA,
 # no early stopping (the model of the best val IoU is kept), threshold chosen on val.
 # Every arm is configs/rgbn_ukis.yaml (bn_momentum 0.1) with the overrides given:

@@ -84,7 +84,7 @@ class ModelConfig:
     encoder: str = "resnet18"
     # None (random init, offline), a local weights file (.pt/.pth/.bin), a Sentinel-2
     # encoder that installs offline with the ukis-csmask package (ukis-csmask-4b-l2a,
-    # -4b-l1c: bands B02,B03,B04,B08; -6b-l2a, -6b-l1c: also B11,B12; encoder
+    # -4b-l1c: bands B2,B3,B4,B8; -6b-l2a, -6b-l1c: also B11,B12; encoder
     # efficientnet-b4; see core.models.pretrained), or "imagenet" (needs the internet).
     encoder_weights: str | None = None
     # BatchNorm momentum while training (PyTorch's convention: the weight of each new

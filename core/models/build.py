@@ -71,7 +71,7 @@ def build_model(
                 f"not {encoder}",
                 "model.encoder",
             )
-        if in_channels != len(named.bands):
+        if in_channels < len(named.bands):  # more: spectral-index channels after them
             raise InputError(
                 f"model.encoder_weights {named.name} takes {len(named.bands)} bands "
                 f"({named.band_text}), not {in_channels}",

@@ -18,8 +18,8 @@ cached as a plain state dict under ``<cache>/encoders/`` (``SOLARSEG_CACHE_DIR``
 SHA-256. The model file records the source (package, version, file, SHA-256, bands,
 normalisation) in ``ModelMeta.encoder_source``.
 
-The networks expect Sentinel-2 bands in a fixed order (B02, B03, B04, B08 [, B11,
-B12]) as reflectance in [0, 1], normalised with their training statistics (stored in
+The networks expect Sentinel-2 bands in a fixed order (B2, B3, B4, B8 [, B11, B12]) as
+reflectance in [0, 1], normalised with their training statistics (stored in
 the package's JSON beside each ONNX file). SolarSeg reads reflectance x 10,000 (as
 Sentinel-2 L1C/L2A products and the Solafune and Austria tiles store it), so the
 encoder's normalisation is the JSON's mean and std times :data:`REFLECTANCE_SCALE`.
@@ -35,7 +35,6 @@ import hashlib
 import io
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,14 +56,10 @@ COPYRIGHT = (
 # Version of the cached file's layout (bump to re-convert).
 CACHE_LAYOUT = 1
 
-# Sentinel-2 band names in the package's words (its JSON "band_names").
-COMMON_NAMES = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08",
+# Sentinel-2 band names (core.models.indices' canonical form) of the package's words
+# (its JSON "band_names").
+COMMON_NAMES = {"blue": "B2", "green": "B3", "red": "B4", "nir": "B8",
                 "swir16": "B11", "swir22": "B12"}  # fmt: skip
-# Raster band orders assumed when a raster has no band descriptions, by band count:
-# 12 = L2A without B10 (the Solafune tiles: B1..B9, B11, B12, with B8A after B8);
-# 13 = every band of L1C (B1..B12 with B8A after B8, as EuroSAT stores them).
-_L2A_12 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
-DEFAULT_ORDERS = {12: _L2A_12, 13: _L2A_12[:10] + ["B10"] + _L2A_12[10:]}
 
 
 @dataclass(frozen=True)
@@ -82,7 +77,7 @@ class Pretrained:
         return ", ".join(f"{b} ({common[b]})" for b in self.bands)
 
 
-_4B = ("B02", "B03", "B04", "B08")
+_4B = ("B2", "B3", "B4", "B8")
 _6B = _4B + ("B11", "B12")
 SOURCES: dict[str, Pretrained] = {
     p.name: p
@@ -139,7 +134,7 @@ def wrong_bands_message(src: Pretrained, bands: list[int], names: list[str] | No
     if names is not None and all(b in names for b in src.bands):
         hint = f": data.bands {[names.index(b) + 1 for b in src.bands]} here"
     else:
-        hint = f", e.g. data.bands {[_L2A_12.index(b) + 1 for b in src.bands]} on 12-band L2A"
+        hint = f", e.g. data.bands {solafune_bands(src)} on 12-band L2A"
     return (
         f"{chosen} do not fit model.encoder_weights {src.name}, which expects "
         f"{len(src.bands)} Sentinel-2 bands in this order: {src.band_text}{hint}"
@@ -149,31 +144,29 @@ def wrong_bands_message(src: Pretrained, bands: list[int], names: list[str] | No
 # --- band identities of a raster ------------------------------------------------------
 
 
-def band_name(description: str | None) -> str | None:
-    """``"B02 blue"``, ``"B2"``, ``"b8a"``, ``"nir"`` -> ``B02``, ``B02``, ``B8A``, ``B08``;
-    None when the description names no Sentinel-2 band."""
-    text = (description or "").strip()
-    m = re.match(r"(?i)^B0?(8A|1[0-2]|[1-9])(?![0-9])", text)
-    if m:
-        num = m.group(1).upper()
-        return "B8A" if num == "8A" else f"B{int(num):02d}"
-    first = text.split()[0].lower() if text else ""
-    return COMMON_NAMES.get(first)
+def solafune_bands(src: Pretrained) -> list[int]:
+    """The raster bands of ``src`` in the 12-band L2A order of the Solafune tiles."""
+    from .indices import L2A_12
+
+    return [L2A_12.index(b) + 1 for b in src.bands]
 
 
-def raster_band_names(descriptions: tuple[str | None, ...] | list[str | None], count: int):
-    """The Sentinel-2 name of each raster band (1-based order) and how it was known:
-    (names, "descriptions" | "12-band order" | "13-band order"), or (None, reason)."""
-    names = [band_name(d) for d in descriptions or ()]
-    if names and all(names) and len(set(names)) == len(names):
+def raster_band_names(count: int, descriptions, band_names: list[str] | None = None):
+    """The Sentinel-2 name of each raster band (1-based order) as spectral indices find
+    them (:func:`core.models.indices.raster_band_names`: ``data.band_names``, else the
+    band descriptions, else the 12-band L2A order) and how they were known, or (None,
+    why not)."""
+    from .indices import raster_band_names as names_of
+
+    try:
+        names = names_of(count, descriptions, band_names)
+    except InputError as exc:
+        return None, str(exc).split("; set data.band_names")[0]
+    if band_names is not None:
+        return names, "data.band_names"
+    if any(descriptions or ()):
         return names, "band descriptions"
-    if not any(d for d in descriptions or ()) and count in DEFAULT_ORDERS:
-        return list(DEFAULT_ORDERS[count]), f"no band descriptions: taken as the {count}-band order"
-    return None, (
-        "its band descriptions do not name every Sentinel-2 band"
-        if any(d for d in descriptions or ())
-        else f"no band descriptions and {count} bands"
-    )
+    return names, f"no band descriptions: taken as the {count}-band L2A order"
 
 
 def pick_bands(
@@ -193,7 +186,7 @@ def pick_bands(
     if names is None:
         raise InputError(
             f"data.bands must be set for model.encoder_weights {src.name} ({how}): the "
-            f"raster band numbers of {src.band_text}, in this order",
+            f"raster band numbers of {src.band_text}, in this order (or data.band_names)",
             "data.bands",
         )
     missing = [b for b in src.bands if b not in names]
@@ -371,9 +364,17 @@ def encoder_state(src: Pretrained, cache: Path | None = None):
 
 def load_encoder(model, src: Pretrained, cache: Path | None = None) -> dict[str, Any]:
     """Load ``src`` into ``model.encoder`` (every tensor must fit: same names and
-    shapes; only the encoder's unused classifier head may be left); its record."""
+    shapes; only the encoder's unused classifier head may be left; input channels after
+    ``src``'s bands get zero stem weights); its record."""
     state, record = encoder_state(src, cache)
     own = model.encoder.state_dict()
+    stem = "_conv_stem.weight"
+    if stem in own and stem in state and own[stem].shape[1] > state[stem].shape[1]:
+        # Channels after the encoder's bands (data.indices' spectral indices) start with
+        # zero weights: at the start the network computes what the pretrained one does.
+        wide = state[stem].new_zeros(own[stem].shape)
+        wide[:, : state[stem].shape[1]] = state[stem]
+        state = {**state, stem: wide}
     bad = sorted(k for k, v in state.items() if k not in own or own[k].shape != v.shape)
     if bad:
         first = bad[0]

@@ -72,7 +72,7 @@ def pretrained_bands(cfg: RunConfig) -> list[int] | None:
     pretrained.locate(src)  # installed?
     first = find_dataset(cfg.data.path).pairs[0].image
     info = raster_info(first)
-    names, how = pretrained.raster_band_names(info.descriptions, info.count)
+    names, how = pretrained.raster_band_names(info.count, info.descriptions, cfg.data.band_names)
     return pretrained.pick_bands(src, cfg.data.bands, names, f"{first.name}: {how}")
 
 

@@ -97,7 +97,7 @@ PLACEHOLDERS = {
     "data.split.group_regex": "empty = split by tile",
     "data.train_crop": "random crops, e.g. 96 at 4x; empty = whole tiles",
     "model.encoder_weights": "empty = random init; a .pt file; or ukis-csmask-4b-l2a "
-    "(Sentinel-2 B02,B03,B04,B08, efficientnet-b4, offline)",
+    "(Sentinel-2 B2,B3,B4,B8, efficientnet-b4, offline)",
     "train.max_minutes": "empty = no limit",
     "train.threads": "empty = torch default",
 }

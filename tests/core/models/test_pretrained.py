@@ -23,7 +23,7 @@ from core.training.loop import train
 from tests.conftest import REPO
 
 NAME = "ukis-csmask-4b-l2a"
-SOLAFUNE_RGBN = [2, 3, 4, 8]  # B02, B03, B04, B08 in the Solafune 12-band order
+SOLAFUNE_RGBN = [2, 3, 4, 8]  # B2, B3, B4, B8 in the Solafune 12-band order
 
 
 @pytest.fixture
@@ -78,7 +78,8 @@ def test_encoder_matches_onnx_runtime_on_a_real_tile(solafune, cache):
 
 @pytest.fixture(scope="module")
 def ukis_run(solafune, tmp_path_factory):
-    """One short run from the named weights (data.bands left empty), its config."""
+    """One short run from the named weights (data.bands left empty, NDVI as an extra
+    input channel), its config."""
     tmp = tmp_path_factory.mktemp("ukis_run")
     cfg = load_config(None, [
         f"data.path={solafune}", f"out_dir={tmp / 'runs'}", "data.limit=16",
@@ -86,7 +87,7 @@ def ukis_run(solafune, tmp_path_factory):
         # the whole encoder is loaded; running only its first three stages keeps it quick
         "model.params={encoder_depth: 3, decoder_channels: [32, 16, 8]}",
         "train.batch_size=8", "train.tta=false", "train.eval_test_each_epoch=false",
-        "train.threads=2", "train.report_thresholds=[0.5]",
+        "train.threads=2", "train.report_thresholds=[0.5]", "data.indices=[ndvi]",
     ])  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SOLARSEG_CACHE_DIR", str(tmp / "cache"))
@@ -95,7 +96,7 @@ def ukis_run(solafune, tmp_path_factory):
 
 def test_model_file_records_the_source_bands_and_normalisation(ukis_run):
     """A run from the named weights (data.bands left empty: found from the Solafune
-    12-band order) keeps the bands B02,B03,B04,B08, the encoder's normalisation and its
+    12-band order) keeps the bands B2,B3,B4,B8, the encoder's normalisation and its
     source (package, version, ONNX SHA-256, band order) in the model file."""
     _, run_dir = ukis_run
     meta, _ = read_model_file(run_dir)
@@ -104,13 +105,14 @@ def test_model_file_records_the_source_bands_and_normalisation(ukis_run):
     assert src["version"] == importlib.metadata.version("ukis-csmask")
     loc = pretrained.locate(pretrained.SOURCES[NAME])
     assert src["sha256"] == pretrained.file_sha256(loc.onnx)
-    assert src["bands"] == ["B02", "B03", "B04", "B08"]
+    assert src["bands"] == ["B2", "B3", "B4", "B8"]
     assert src["licence"] == "Apache-2.0" and "DLR" in src["copyright"]
     assert meta.bands == SOLAFUNE_RGBN and meta.config["data"]["bands"] == SOLAFUNE_RGBN
     mean, std = pretrained.normalisation(pretrained.SOURCES[NAME])
     assert meta.mean == pytest.approx(mean) and meta.std == pytest.approx(std)
     assert meta.mean[0] == pytest.approx(loc.stats()["mean"][0] * 1e4)  # reflectance x 1e4
     assert (run_dir / "encoder_source.json").exists()
+    assert [s["name"] for s in meta.indices] == ["ndvi"]  # a 5th channel after the bands
 
 
 def test_loading_and_resuming_need_no_package(ukis_run, monkeypatch):
@@ -133,7 +135,7 @@ def test_config_problems_name_the_expected_encoder_and_bands():
     fields = {p.field: p.message for p in config_problems(cfg)}
     assert set(fields) == {"model.encoder", "data.bands"}
     assert "set model.encoder to efficientnet-b4" in fields["model.encoder"]
-    assert "B02 (blue), B03 (green), B04 (red), B08 (nir)" in fields["data.bands"]
+    assert "B2 (blue), B3 (green), B4 (red), B8 (nir)" in fields["data.bands"]
     cfg.model.encoder, cfg.data.bands = "efficientnet-b4", None
     assert config_problems(cfg) == []
     cfg.model.encoder_weights = "ukis-csmask-5b"
@@ -146,7 +148,7 @@ def test_check_train_refuses_bands_in_another_order(solafune, tmp_path):
             "model.encoder=efficientnet-b4", f"model.encoder_weights={NAME}"]  # fmt: skip
     problems = check_train(load_config(None, [*base, "data.bands=[4,3,2,8]"]))
     assert [p.field for p in problems] == ["data.bands"]
-    assert "(B04, B03, B02, B08)" in problems[0].message
+    assert "(B4, B3, B2, B8)" in problems[0].message
     assert "data.bands [2, 3, 4, 8] here" in problems[0].message
     assert check_train(load_config(None, [*base, "data.bands=[2,3,4,8]"])) == []
     assert check_train(load_config(None, base)) == []  # found from the 12-band order
@@ -162,31 +164,42 @@ def test_band_names_from_descriptions_and_band_orders(austria, scenes):
     src = pretrained.SOURCES["ukis-csmask-6b-l2a"]
     # Austria: 11 bands described B01..B12 without B09.
     info = raster_info(next((austria / "images").glob("*.tif")))
-    names, how = pretrained.raster_band_names(info.descriptions, info.count)
+    names, how = pretrained.raster_band_names(info.count, info.descriptions)
     assert how == "band descriptions"
     assert pretrained.pick_bands(src, None, names, how) == [2, 3, 4, 8, 10, 11]
     # A 4-band scene described "B02 blue" ... "B08 nir".
     info = raster_info(scenes / "sentinel2_b2b3b4b8_300px.tif")
-    names, how = pretrained.raster_band_names(info.descriptions, info.count)
+    names, how = pretrained.raster_band_names(info.count, info.descriptions)
     four = pretrained.SOURCES[NAME]
     assert pretrained.pick_bands(four, None, names, how) == [1, 2, 3, 4]
     with pytest.raises(InputError, match="the dataset has no B11, B12") as e:
         pretrained.pick_bands(src, None, names, how)
     assert e.value.field == "data.bands"
-    # No descriptions, 4 bands: cannot tell, data.bands must be given (and is trusted).
-    names, how = pretrained.raster_band_names((None,) * 4, 4)
+    # No descriptions, 4 bands: cannot tell; data.bands is then trusted, or
+    # data.band_names says which band is which.
+    names, how = pretrained.raster_band_names(4, (None,) * 4)
     assert names is None
     with pytest.raises(InputError, match="data.bands must be set"):
         pretrained.pick_bands(four, None, names, how)
     assert pretrained.pick_bands(four, [3, 2, 1, 4], names, how) == [3, 2, 1, 4]
-    assert [pretrained.band_name(d) for d in ("B8A", "b2", "B12 swir", "nir", "x")] == [
-        "B8A", "B02", "B12", "B08", None]  # fmt: skip
+    names, how = pretrained.raster_band_names(4, (None,) * 4, ["B4", "B3", "B2", "B8"])
+    assert how == "data.band_names"
+    assert pretrained.pick_bands(four, None, names, how) == [3, 2, 1, 4]
 
 
-def test_wrong_input_bands_and_missing_or_changed_package(cache, monkeypatch):
+def test_index_channels_after_the_bands_start_at_zero(cache):
+    """data.indices append channels after the bands: the stem's weights for them start
+    at zero, so the network starts as the pretrained one."""
     with pytest.raises(InputError, match="takes 4 bands") as e:
-        build_model("Unet", "efficientnet-b4", 12, NAME)
+        build_model("Unet", "efficientnet-b4", 3, NAME)
     assert e.value.field == "data.bands"
+    four = build_model("Unet", "efficientnet-b4", 4, NAME).encoder._conv_stem.weight
+    six = build_model("Unet", "efficientnet-b4", 6, NAME).encoder._conv_stem.weight
+    torch.testing.assert_close(six[:, :4], four, rtol=0, atol=0)
+    assert not six[:, 4:].any()
+
+
+def test_missing_or_changed_package(cache, monkeypatch):
     src = pretrained.SOURCES[NAME]
     monkeypatch.setattr(pretrained, "file_sha256", lambda path: "0" * 64)
     with pytest.raises(MissingInputError, match="the installed file was changed"):
