@@ -354,7 +354,7 @@ def _coerce(tp: Any, value: Any, where: str, strict: bool = True) -> Any:
         return _coerce(inner[-1], value, where, strict)
     if origin is list:
         if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where} must be a list, got {value!r}")
         return [_coerce(args[0], v, f"{where}[{i}]", strict) for i, v in enumerate(value)]

@@ -230,8 +230,9 @@ def cmd_segment_many(args: argparse.Namespace) -> int:
         if path:
             print(f"wrote {path}")
     print(result.summary())
-    for line in result.warnings:
-        print(f"warning: {line}", file=sys.stderr)
+    for row in result.rows:  # e.g. values not on the model's scale (core.segment.drift)
+        if row.warning:
+            print(f"warning: {row.warning}", file=sys.stderr)
     return 0
 
 

@@ -37,8 +37,9 @@ from qgis.PyQt.QtWidgets import (
 from ..common import tr
 from .widgets import PathEdit, add_field_row, error_label, show_error
 
+# "lightgbm": per-pixel gradient-boosted trees (the LightGBM tab), not a network.
 ARCHITECTURES = ["Unet", "UnetPlusPlus", "FPN", "Linknet", "MAnet", "PAN", "PSPNet",
-                 "DeepLabV3", "DeepLabV3Plus", "UPerNet", "Segformer"]  # fmt: skip
+                 "DeepLabV3", "DeepLabV3Plus", "UPerNet", "Segformer", "lightgbm"]  # fmt: skip
 ENCODERS = ["resnet18", "resnet34", "resnet50", "efficientnet-b0", "efficientnet-b2",
             "efficientnet-b4", "mobilenet_v2", "timm-regnety_008", "mit_b0"]  # fmt: skip
 # core.training.losses.LOSSES without importing torch while the dialog opens (a test keeps them equal)
@@ -60,7 +61,7 @@ ERROR_MARK = " ⚠"
 # Fields followed by a free slot where the dialog shows related information.
 SLOTS = ("data.path", "train.device")
 SECTIONS = [("data", "Data"), ("model", "Model"), ("loss", "Loss"), ("optim", "Optimiser"),
-            ("train", "Training")]  # fmt: skip
+            ("train", "Training"), ("gbm", "LightGBM")]  # fmt: skip
 LABELS = {
     "name": "Run name",
     "out_dir": "Runs folder",
@@ -71,6 +72,9 @@ LABELS = {
     "data.train_crop": "Training crop (px)",
     "data.split.group_regex": "Group regex",
     "data.skip_blank_in_loss": "Skip blank tiles in loss",
+    "data.indices": "Spectral indices",
+    "data.band_names": "Band names",
+    "model.bn_momentum": "BatchNorm momentum",
     "data.skip_blank_in_metrics": "Skip blank tiles in metrics",
     "model.arch": "Architecture",
     "model.encoder_weights": "Encoder weights",
@@ -96,6 +100,12 @@ PLACEHOLDERS = {
     "data.limit": "use only the first N tiles; empty = all",
     "data.split.group_regex": "empty = split by tile",
     "data.train_crop": "random crops, e.g. 96 at 4x; empty = whole tiles",
+    "data.indices": "spectral indices as extra inputs, e.g. ndvi, ndwi, ndmi, swir_nd, "
+    "swir_red; empty = none",
+    "data.band_names": "Sentinel-2 names of the bands, e.g. B2,B3,B4,B8; empty = the "
+    "rasters' band descriptions",
+    "gbm.max_pixels": "empty = every training pixel",
+    "gbm.positive_share": "empty = as in the data",
     "model.encoder_weights": "empty = random init; a .pt file; or ukis-csmask-4b-l2a "
     "(Sentinel-2 B2,B3,B4,B8, efficientnet-b4, offline)",
     "train.max_minutes": "empty = no limit",

@@ -27,3 +27,12 @@ def test_overrides_apply_after_values_and_errors_name_the_setting():
         load_config(None, values={"train.epochs": "many"})
     with pytest.raises(ConfigError, match="epoch"):
         load_config(None, values={"train.epoch": 3})
+
+
+def test_comma_separated_lists_are_stripped():
+    """A list typed in a field or an override ("ndvi, ndwi") gives clean names."""
+    from core.config import RunConfig, from_dict
+
+    cfg = from_dict(RunConfig, {"data": {"indices": "ndvi, ndwi", "bands": "4, 3,2 ,8"}})
+    assert cfg.data.indices == ["ndvi", "ndwi"]
+    assert cfg.data.bands == [4, 3, 2, 8]

@@ -122,7 +122,8 @@ def test_precision_refusals_are_keyed_by_field_before_anything_is_written(
         problems = check_segment(solafune_model, s2_scene, out, options)[0]
         return {p.field: p.message for p in problems}
 
-    assert "fp32, bf16, int8 or auto" in fields(precision="fp16")["precision"]
+    assert "fp32, bf16, fp16, int8 or auto" in fields(precision="int4")["precision"]
+    assert "fp16 runs on CUDA only" in fields(precision="fp16", device="cpu")["precision"]
     assert (
         "bf16 runs on the torch backend only"
         in fields(precision="bf16", backend="onnx")["precision"]
