@@ -29,6 +29,15 @@ def _progress_printer():
     return show
 
 
+
+def print_split_metrics(metrics: dict[str, dict], threshold: float) -> None:
+    """One line per split: IoU, F1, precision and recall at ``threshold``."""
+    for split, m in metrics.items():
+        print(
+            f"{split:<5} IoU {m['iou']:.4f}  F1 {m['f1']:.4f}  precision {m['precision']:.4f}  "
+            f"recall {m['recall']:.4f}  (threshold {threshold:.2f})"
+        )
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..training.checks import check_train
@@ -53,11 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
          "threshold": result.threshold, "metrics": result.metrics, "device": result.device}
     )  # fmt: skip
     print(f"status {result.status}, best epoch {result.best_epoch}, device {result.device}")
-    for split, m in result.metrics.items():
-        print(
-            f"{split:<5} IoU {m['iou']:.4f}  F1 {m['f1']:.4f}  precision {m['precision']:.4f}  "
-            f"recall {m['recall']:.4f}  (threshold {result.threshold:.2f})"
-        )
+    print_split_metrics(result.metrics, result.threshold)
     print(result.run_dir)
     return 0
 
@@ -160,11 +165,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         iou = f"{val['iou']:.4f}" if "iou" in val else "n/a"
         print(f"  member {m['arch']} {m['encoder']} val IoU {iou} (thr. {m['threshold']:.2f})"
               f"  {m['source']}")  # fmt: skip
-    for split, m in result.metrics.items():
-        print(
-            f"{split:<5} IoU {m['iou']:.4f}  F1 {m['f1']:.4f}  precision {m['precision']:.4f}  "
-            f"recall {m['recall']:.4f}"
-        )
+    print_split_metrics(result.metrics, result.threshold)
     print(result.path)
     return 0
 

@@ -26,7 +26,6 @@ is chosen on the members' common val split). Architectures and encoders may diff
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import file_sha256
 from .meta import ModelFileError, ModelMeta
 
 COMBINE = "mean_probability"
@@ -60,14 +60,6 @@ class MeanProbabilityEnsemble(nn.Module):
         z = torch.stack([m(x).float() for m in self.members])
         z = z.clamp(-LOGIT_CLIP, LOGIT_CLIP)
         return torch.logsumexp(F.logsigmoid(z), dim=0) - torch.logsumexp(F.logsigmoid(-z), dim=0)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_compatible(paths: Sequence[Path], metas: Sequence[ModelMeta]) -> None:
@@ -141,7 +133,7 @@ def ensemble_meta(paths: Sequence[Path], metas: Sequence[ModelMeta]) -> ModelMet
         members.append({
             "arch": meta.arch, "encoder": meta.encoder, "in_channels": meta.in_channels,
             "model_params": dict(meta.model_params or {}),
-            "source": str(Path(path).resolve()), "sha256": sha256_of(Path(path)),
+            "source": str(Path(path).resolve()), "sha256": file_sha256(Path(path)),
             "threshold": meta.threshold,
             "metrics": {s: meta.metrics[s] for s in ("val", "test") if s in meta.metrics},
             "averaging": dict(meta.averaging or {}),

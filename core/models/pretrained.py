@@ -31,7 +31,6 @@ without them.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import os
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, MissingInputError
+from ..io import file_sha256
 
 PACKAGE = "ukis-csmask"
 MODULE = "ukis_csmask"
@@ -253,14 +253,6 @@ def locate(src: Pretrained) -> Located:
             raw = base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4))
             digest = raw.hex()
     return Located(src, path, dist.version, digest)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cache_dir() -> Path:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, Problem, UserError, raise_problems
-from ..io import atomic_write_text
+from ..io import atomic_write_text, file_sha256
 from ..progress import CancelFn, Cancelled, Progress, ProgressFn, never_cancel, no_progress
 from .options import SegmentOptions
 from .scenes import LIST_SUFFIXES, RASTER_SUFFIXES, Scene, collect_scenes  # noqa: F401
@@ -149,14 +149,6 @@ class ManyResult:
 # --------------------------------------------------------------------------- done markers
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def options_key(model_file: Path, options: SegmentOptions) -> str:
     """The part of a scene's done-marker key shared by all scenes: the model file's
     content and the options that change outputs."""
@@ -164,7 +156,7 @@ def options_key(model_file: Path, options: SegmentOptions) -> str:
     for name in ("threshold", "min_area_m2"):  # 50 and 50.0 are the same option
         if opts[name] is not None:
             opts[name] = float(opts[name])
-    text = json.dumps({"v": MARKER_VERSION, "model": _file_sha256(model_file), **opts},
+    text = json.dumps({"v": MARKER_VERSION, "model": file_sha256(model_file), **opts},
                       sort_keys=True)  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

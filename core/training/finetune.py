@@ -17,7 +17,6 @@ its config.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 
 from ..config import RunConfig
 from ..data.stats import BandStats
+from ..io import file_sha256
 from ..models.build import ModelMeta, read_model_file
 from ..models.meta import ModelFileError, resolve_model_path
 
@@ -44,7 +44,7 @@ class InitModel:
 
     def record(self) -> dict[str, Any]:
         """What ``init_from.json`` keeps about the starting model."""
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        digest = file_sha256(self.path)
         m = self.meta
         return {
             "path": str(self.path.resolve()), "sha256": digest, "arch": m.arch,

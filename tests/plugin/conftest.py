@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QCoreApplication, QEventLoop
 
 # One tiny model for every plugin test: Unet resnet18, 4 bands, 1 epoch, 60 tiles.
@@ -83,3 +83,21 @@ def fresh_solarseg_settings(qgis_app):
 
     QgsSettings().remove("solarseg")
     yield
+
+
+def add_layer(path: Path) -> QgsRasterLayer:
+    """A raster layer of ``path`` (named by its stem), added to the project."""
+    layer = QgsRasterLayer(str(path), path.stem)
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def visible_errors(dlg) -> dict[str, str]:
+    """The error labels a dialog shows, by field."""
+    return {k: v.text() for k, v in dlg.errors.items() if v.isVisibleTo(dlg)}
+
+
+def wait_for_dialog(dlg, timeout: float = 180.0) -> None:
+    """Until the dialog's segmentation task has ended."""
+    wait_until(lambda: dlg.task is None, timeout, "the segmentation task")

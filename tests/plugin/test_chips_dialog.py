@@ -15,11 +15,7 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 
 from tests.conftest import REPO
 
-from .conftest import wait_until
-
-
-def visible_errors(dlg) -> dict[str, str]:
-    return {k: v.text() for k, v in dlg.errors.items() if v.isVisibleTo(dlg)}
+from .conftest import visible_errors, wait_until
 
 
 @pytest.fixture()

@@ -8,9 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from qgis.core import QgsProject, QgsRasterLayer
+from qgis.core import QgsProject
 
-from .conftest import process_events, run_task, wait_until
+from .conftest import (
+    add_layer,
+    process_events,
+    run_task,
+    visible_errors,
+    wait_for_dialog,
+    wait_until,
+)
 
 
 @pytest.fixture()
@@ -23,21 +30,6 @@ def dialog(qgis_iface, qgis_new_project):
     dlg.shutdown()
     dlg.close()
     dlg.deleteLater()
-
-
-def add_layer(path: Path) -> QgsRasterLayer:
-    layer = QgsRasterLayer(str(path), path.stem)
-    assert layer.isValid()
-    QgsProject.instance().addMapLayer(layer)
-    return layer
-
-
-def visible_errors(dlg) -> dict[str, str]:
-    return {k: v.text() for k, v in dlg.errors.items() if v.isVisibleTo(dlg)}
-
-
-def wait_for_dialog(dlg, timeout: float = 180.0) -> None:
-    wait_until(lambda: dlg.task is None, timeout, "the segmentation task")
 
 
 def wait_for_model(dlg, timeout: float = 120.0) -> None:

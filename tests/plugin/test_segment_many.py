@@ -10,11 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsProject, QgsRasterLayer
+from qgis.core import QgsProject
 
 from tests.core.segment.helpers import crop_raster
 
-from .conftest import wait_until
+from .conftest import add_layer, visible_errors, wait_for_dialog
 
 CHIPS = ("S2_2022_101", "S2_2022_2004")  # 11 bands, EPSG:32633; 2004 holds a large plant
 
@@ -38,21 +38,6 @@ def open_dialog(qgis_iface, qgis_new_project):
         dlg.close()
         dlg.deleteLater()
     QgsProject.instance().removeAllMapLayers()
-
-
-def add_layer(path: Path) -> QgsRasterLayer:
-    layer = QgsRasterLayer(str(path), path.stem)
-    assert layer.isValid()
-    QgsProject.instance().addMapLayer(layer)
-    return layer
-
-
-def visible_errors(dlg) -> dict[str, str]:
-    return {k: v.text() for k, v in dlg.errors.items() if v.isVisibleTo(dlg)}
-
-
-def wait_for_dialog(dlg, timeout: float = 180.0) -> None:
-    wait_until(lambda: dlg.task is None, timeout, "the segmentation task")
 
 
 def test_several_layers_merged_panels_masks_and_failed_raster(open_dialog, austria, scenes,
