@@ -28,6 +28,7 @@ import numpy as np
 # Torch-free imports only: segmenting with an .onnx file must not need torch.
 from ..errors import InputError
 from ..models.meta import ONNX_META_KEY, ModelFileError, ModelMeta, resolve_model_path
+from ..progress import ProgressFn, no_progress
 
 
 class Backend(Protocol):
@@ -61,6 +62,7 @@ class TorchBackend:
     """
 
     name = "torch"
+    calibration = None  # int8 only (ONNX Runtime)
 
     def __init__(
         self,
@@ -179,6 +181,11 @@ class OnnxBackend:
         self.input_name = self.session.get_inputs()[0].name
         props = self.session.get_modelmeta().custom_metadata_map
         self.meta, self.outputs_logits = _meta_from_props(props, self.path)
+        # "int8" for a file quantised by core.models.quantize (its metadata says so),
+        # with the calibration it was made with; "fp32" for any other graph.
+        raw = json.loads(props[ONNX_META_KEY])
+        self.precision = str(raw.get("graph_precision", "fp32"))
+        self.calibration = raw.get("calibration")
         self.tta = tta
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -240,10 +247,20 @@ def load_backend(
     device: str = "auto",
     tta: bool = False,
     precision: str = "fp32",
+    calibration: str | Path | None = None,
+    calibration_tiles: int | None = None,
+    cache: str | Path | None = None,
+    progress: ProgressFn = no_progress,
 ) -> tuple[Backend, ModelMeta]:
     """A backend and the model's metadata from a run folder, a ``.pt`` model file or an
-    ``.onnx`` file. ``precision`` (fp32, bf16, auto) is the torch backend's; ONNX
-    Runtime runs the graph in fp32.
+    ``.onnx`` file.
+
+    ``precision``: ``fp32``, ``bf16`` / ``auto`` (the torch backend's autocast; ONNX
+    Runtime refuses bf16 and runs auto as fp32), or ``int8``: an int8 ONNX graph on ONNX
+    Runtime whatever ``backend`` says; a ``.pt`` or fp32 ``.onnx`` model is quantised
+    first (:func:`core.models.quantize.int8_model`, calibrated on ``calibration_tiles``
+    tiles of ``calibration`` or the model's training dataset, cached in ``cache``). An
+    int8 ``.onnx`` file runs as int8 whatever ``precision`` says (but bf16).
 
     ``backend="onnx"`` with a PyTorch model file exports it to a temporary ONNX file
     first (a few seconds); a LightGBM model file runs on :class:`PixelBackend` (asked
@@ -252,7 +269,18 @@ def load_backend(
     """
     if backend not in ("torch", "onnx"):
         raise InputError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'", "backend")
+    if precision == "int8":
+        from ..models.quantize import DEFAULT_CALIBRATION_TILES, int8_model
+
+        tiles = calibration_tiles or DEFAULT_CALIBRATION_TILES
+        path = int8_model(model_path, calibration, tiles, cache, progress=progress)
+        onnx_backend = OnnxBackend(path, device=device, tta=tta)
+        return onnx_backend, onnx_backend.meta
     path = Path(model_path)
+    if backend == "onnx" and precision == "bf16":
+        from ..models.quantize import ONNX_BF16_MESSAGE
+
+        raise InputError(ONNX_BF16_MESSAGE, "precision")
     if path.suffix.lower() == ".onnx":
         if backend != "onnx":
             raise InputError(

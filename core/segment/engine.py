@@ -4,6 +4,8 @@ Pipeline (see :func:`segment_raster`):
 
 1. The model (run folder, ``.pt`` model file or ``.onnx`` file) gives the band selection,
    normalisation, threshold, upscale factor, pad multiple and default tile size/overlap.
+   ``precision`` int8 runs its int8 ONNX graph (quantised first, calibrated on training
+   tiles prepared by :func:`network_inputs`: :mod:`core.models.quantize`).
 2. A reader thread reads the next batch of windows (rasterio windowed reads of the
    selected bands), computes validity (declared nodata, -9999, NaN), normalises and
    reflect-pads them while the current batch is being predicted.
@@ -17,6 +19,9 @@ Pipeline (see :func:`segment_raster`):
 5. Optionally, polygons of the mask go to a GeoPackage.
 6. Optionally (``reference``), the mask is matched with reference polygons plant by
    plant: ``plants.csv`` and ``plants.gpkg`` (:mod:`core.segment.reference`).
+
+The rasters' GDAL metadata and the result record the backend and precision the network
+ran in (and int8's calibration).
 
 Outputs live under temporary names until everything succeeded; a failure or a cancel
 removes them.
@@ -96,6 +101,10 @@ class SegmentResult:
     overlap: int
     backend: str
     timings: dict[str, float] = field(default_factory=dict)
+    # The network's arithmetic as it ran (fp32, bf16, int8) and, for int8, the
+    # calibration record of the quantised graph (source, split, tiles, seed).
+    precision: str = "fp32"
+    calibration: dict[str, Any] | None = None
     # With reference polygons: the plant tables and the plant-level summary.
     plants_csv_path: Path | None = None
     plants_gpkg_path: Path | None = None
@@ -248,18 +257,44 @@ class _WindowReader:
             self._src = None
 
 
+def network_input(x: np.ndarray, upscale: int) -> np.ndarray:
+    """Normalised, padded windows -> the network's input: bicubic upscaling by the
+    model's factor, the resampling training uses (:mod:`core.segment.resample`)."""
+    return upscale_bicubic(x, upscale) if upscale > 1 else x
+
+
 def make_predict(backend: Backend, upscale: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``backend.predict`` wrapped with the model's upscale: bicubic upscaling of the
-    normalised tiles before, area averaging of the probabilities after; the same
-    resampling training uses (:mod:`core.segment.resample`, numpy, no torch needed)."""
+    """``backend.predict`` wrapped with the model's upscale: :func:`network_input`
+    before, area averaging of the probabilities back to source pixels after (numpy,
+    no torch needed)."""
     if upscale == 1:
         return backend.predict
 
     def predict(x: np.ndarray) -> np.ndarray:
-        prob = backend.predict(upscale_bicubic(x, upscale))
+        prob = backend.predict(network_input(x, upscale))
         return downscale_mean(prob, upscale)
 
     return predict
+
+
+def network_inputs(
+    raster_path: str | Path,
+    meta: ModelMeta,
+    options: SegmentOptions | None = None,
+    batch_size: int = 8,
+) -> Iterator[np.ndarray]:
+    """The network inputs :func:`segment_with_backend` feeds for a raster, batch by
+    batch: the windows of ``options`` (tile size, overlap, band mapping) read,
+    validity-masked, normalised, reflect-padded and upscaled by the same code. int8
+    calibration uses it, so calibration sees exactly what inference sees."""
+    plan = _plan(Path(raster_path), meta, options or SegmentOptions())
+    grid = WindowGrid(plan.grid.height, plan.grid.width, plan.tile, plan.overlap)
+    reader = _WindowReader(plan)
+    try:
+        for windows in _batches(iter(grid), batch_size):
+            yield network_input(reader.read_batch(windows).x, plan.upscale)
+    finally:
+        reader.close()
 
 
 def _batches(windows: Iterator[Window], size: int) -> Iterator[list[Window]]:
@@ -362,8 +397,9 @@ def segment_raster(
     raise_problems(check_segment(model_path, raster_path, out_dir, options)[0])
     t0 = time.perf_counter()
     backend, meta = load_backend(
-        model_path, options.backend, options.device, options.tta, options.precision
-    )
+        model_path, options.backend, options.device, options.tta, options.precision,
+        options.calibration, options.calibration_tiles, progress=progress,
+    )  # fmt: skip
     result = segment_with_backend(
         backend, meta, raster_path, out_dir, options, progress=progress, cancel=cancel
     )
@@ -390,19 +426,25 @@ def check_segment(
         check_outputs(_final_paths(Path(out_dir), options), options.overwrite)
     except UserError as exc:
         problems.append(Problem.of("out", exc))
-    if Path(model_path).suffix.lower() == ".onnx" and options.backend == "torch":
+    if Path(model_path).suffix.lower() == ".onnx" and options.run_backend == "torch":
         problems.append(
             Problem("backend", f"{model_path}: an ONNX file runs on the 'onnx' backend")
         )
+    if options.precision == "bf16" and options.run_backend == "onnx":
+        from ..models.quantize import ONNX_BF16_MESSAGE
+
+        problems.append(Problem("precision", ONNX_BF16_MESSAGE))
     problems += _device_problems(options)
     meta = None
     try:
         meta = read_meta(model_path)
     except UserError as exc:
         problems.append(Problem.of("model", exc))
-    if meta is not None and meta.is_pixel_model and options.backend == "onnx":
+    if meta is not None and meta.is_pixel_model and options.run_backend == "onnx":
         problems.append(Problem("backend", f"{model_path}: a LightGBM model runs on the "
                                 "'torch' backend (it has no ONNX graph)"))  # fmt: skip
+    elif meta is not None and options.precision == "int8":
+        problems += int8_problems(model_path, meta, options)
     try:
         if meta is None or any(p.field in ("tile_size", "overlap", "bands") for p in problems):
             raster_info(raster_path)  # at least: is the raster readable?
@@ -423,7 +465,7 @@ def _device_problems(options: SegmentOptions) -> list[Problem]:
     The torch backend's device is checked when torch is asked for CUDA or fp16; the ONNX
     backend's against ONNX Runtime's providers (without importing torch)."""
     device = (options.device or "auto").strip().lower()
-    if options.backend == "onnx":
+    if options.run_backend == "onnx":
         import onnxruntime as ort
 
         from .backends import onnx_providers
@@ -449,10 +491,32 @@ def _device_problems(options: SegmentOptions) -> list[Problem]:
     return []
 
 
+def int8_problems(
+    model_path: str | Path, meta: ModelMeta, options: SegmentOptions
+) -> list[Problem]:
+    """Why ``--precision int8`` cannot run (no calibration tiles, too few tiles...); none
+    for an int8 ONNX file, which needs no calibration. Shared with segment-many."""
+    from ..models.quantize import calibration_problems, is_int8_file
+
+    if options.calibration_tiles < 1 or is_int8_file(model_path):
+        return []  # the first: options.problems() has it already
+    return calibration_problems(meta, options.calibration, options.calibration_tiles)
+
+
 def _final_paths(out_dir: Path, options: SegmentOptions) -> list[Path]:
     paths = [out_dir / PROBABILITY_FILENAME, out_dir / MASK_FILENAME]
     paths += [out_dir / POLYGONS_FILENAME] if options.polygons else []
     return paths + ([out_dir / PLANTS_CSV, out_dir / PLANTS_GPKG] if options.reference else [])
+
+
+def output_tags(backend: str, precision: str, calibration: dict | None) -> dict[str, str]:
+    """GDAL metadata of probability.tif and mask.tif: how the network ran."""
+    tags = {"SOLARSEG_BACKEND": backend, "SOLARSEG_PRECISION": precision}
+    if calibration:
+        tags["SOLARSEG_CALIBRATION_SOURCE"] = str(calibration.get("source", ""))
+        tags["SOLARSEG_CALIBRATION_SPLIT"] = str(calibration.get("split", ""))
+        tags["SOLARSEG_CALIBRATION_TILES"] = str(calibration.get("tiles", ""))
+    return tags
 
 
 def segment_with_backend(
@@ -483,9 +547,12 @@ def segment_with_backend(
     timings: dict[str, float] = {}
     check_cancel(cancel)
     with atomic_outputs(finals, options.overwrite) as tmps:
+        precision = str(getattr(backend, "precision", "fp32"))
+        calibration = getattr(backend, "calibration", None)
         outputs = OutputRasters(
-            tmps[0], tmps[1], plan.grid, options.probability_dtype, plan.threshold
-        )
+            tmps[0], tmps[1], plan.grid, options.probability_dtype, plan.threshold,
+            tags=output_tags(backend.name, precision, calibration),
+        )  # fmt: skip
         try:
             n_windows, counts = _run_windows(
                 plan, predict, outputs, options.batch_size, progress, cancel, scale
@@ -539,6 +606,8 @@ def segment_with_backend(
         overlap=plan.overlap,
         backend=backend.name,
         timings=timings,
+        precision=precision,
+        calibration=calibration,
         plants_csv_path=finals[-2] if plants is not None else None,
         plants_gpkg_path=finals[-1] if plants is not None else None,
         plants=plants.summary() if plants is not None else None,
