@@ -94,8 +94,9 @@ def build_mosaic(size: int, path: Path) -> Path:
 
 def load_variant(name: str, model: Path, work: Path, calibration_tiles: int):
     """(backend, meta, seconds to load) of a variant."""
-    from core.models.quantize import QuantSettings, int8_model
+    from core.models.quantize import QuantSettings
     from core.segment.backends import OnnxBackend, TorchBackend, load_backend
+    from core.segment.int8 import int8_model
 
     t0 = time.perf_counter()
     if name == "ort_fp32":

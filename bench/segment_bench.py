@@ -128,16 +128,17 @@ def rss_mb() -> float:
 def bare_forward_seconds(backend, meta, raster: Path, batch_size: int) -> tuple[float, int]:
     """Seconds spent in ``backend.predict`` over the engine's own windows and batches
     (the reads between calls are not timed)."""
-    from core.segment.engine import SegmentOptions, _batches, _plan, _WindowReader, make_predict
+    from core.segment.engine import SegmentOptions, make_predict
+    from core.segment.inputs import WindowReader, batched, plan_raster
     from core.segment.windows import WindowGrid
 
-    plan = _plan(raster, meta, SegmentOptions(tile_size=TILE, overlap=OVERLAP))
+    plan = plan_raster(raster, meta, SegmentOptions(tile_size=TILE, overlap=OVERLAP))
     grid = WindowGrid(plan.grid.height, plan.grid.width, plan.tile, plan.overlap)
     predict = make_predict(backend, plan.upscale)
-    reader = _WindowReader(plan)
+    reader = WindowReader(plan)
     total, n = 0.0, 0
     try:
-        for windows in _batches(iter(grid), batch_size):
+        for windows in batched(iter(grid), batch_size):
             batch = reader.read_batch(windows)
             t = time.perf_counter()
             predict(batch.x)

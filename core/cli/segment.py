@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 from ..progress import Progress
+from ..segment.options import DEFAULT_CALIBRATION_TILES, PRECISIONS
 from .common import report_checked
 
 # Progress lines on stderr: at most one per this many seconds (plus stage changes).
 PROGRESS_EVERY_S = 5.0
 # --precision of segment and segment-many (export-onnx: fp32, bf16 refused, int8;
 # fp16: torch on CUDA only).
-PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8", "auto")
-DEFAULT_CALIBRATION_TILES = 64  # = core.segment.options.DEFAULT_CALIBRATION_TILES
+PRECISION_CHOICES = PRECISIONS
 
 
 def parse_band_list(text: str) -> list[int]:
@@ -270,28 +270,24 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from ..errors import raise_problems
-    from ..models.onnx_export import check_export_onnx, export_onnx
 
-    raise_problems(
-        check_export_onnx(args.model, args.profile, args.precision, args.calibration,
-                          args.calibration_tiles)
-    )  # fmt: skip
-    out = export_onnx(
-        args.model,
-        args.out,
-        opset=args.opset,
-        tile_size=args.tile,
-        overlap=args.overlap,
-        resolution_cm=args.resolution_cm,
-        profile=args.profile,
-        precision=args.precision,
-        calibration=args.calibration,
-        calibration_tiles=args.calibration_tiles,
-        progress=args.session.progress(_progress_printer()),
-    )
+    common = dict(opset=args.opset, tile_size=args.tile, overlap=args.overlap,
+                  resolution_cm=args.resolution_cm)  # fmt: skip
+    if args.precision == "int8":
+        from ..segment.int8 import export_int8
+
+        out = export_int8(
+            args.model, args.out, args.calibration, args.calibration_tiles, **common,
+            profile=args.profile, progress=args.session.progress(_progress_printer()),
+        )  # fmt: skip
+    else:
+        from ..models.onnx_export import check_export_onnx, export_onnx
+
+        raise_problems(check_export_onnx(args.model, args.profile, args.precision))
+        out = export_onnx(args.model, args.out, profile=args.profile, **common)
     data: dict = {"onnx": str(out), "precision": args.precision}
     if args.precision == "int8":
-        from ..models.quantize import file_props, solarseg_props
+        from ..models.onnx_metadata import file_props, solarseg_props
 
         meta = solarseg_props(file_props(out))
         data.update(calibration=meta["calibration"], calibration_check=meta["calibration_check"])

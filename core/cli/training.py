@@ -29,7 +29,6 @@ def _progress_printer():
     return show
 
 
-
 def print_split_metrics(metrics: dict[str, dict], threshold: float) -> None:
     """One line per split: IoU, F1, precision and recall at ``threshold``."""
     for split, m in metrics.items():
@@ -37,6 +36,7 @@ def print_split_metrics(metrics: dict[str, dict], threshold: float) -> None:
             f"{split:<5} IoU {m['iou']:.4f}  F1 {m['f1']:.4f}  precision {m['precision']:.4f}  "
             f"recall {m['recall']:.4f}  (threshold {threshold:.2f})"
         )
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config

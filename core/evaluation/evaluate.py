@@ -19,10 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig, load_stored_config
 from ..data.dataset import TileDataset
-from ..data.discovery import DatasetError, Pair, find_dataset
-from ..data.splits import split_pairs, split_signature
+from ..data.discovery import Pair
 from ..data.tiles import Tile
 from ..errors import InputError, Problem, UserError, raise_problems
 from ..io import atomic_write_text
@@ -30,13 +28,21 @@ from ..models.build import ModelMeta, load_model, min_input_side, resolve_device
 from ..models.meta import read_model_meta
 from ..models.precision import Numerics
 from ..progress import CancelFn, ProgressFn, never_cancel, no_progress
+from ..segment.options import DEFAULT_CALIBRATION_TILES
+from .model_split import (  # noqa: F401 (public here too)
+    SplitMismatchError,
+    config_of_model,
+    is_training_dataset,
+    split_of_model,
+    training_dataset,
+)
 from .plants import plants_of_predictions, write_plants_csv
 from .predict import ProbabilityNet, iter_native_probabilities
 from .scoring import EvalResult, evaluate_predictions, is_blank  # noqa: F401 (public here too)
 
-# --precision of evaluate and predict-split (int8: core.models.quantize).
+# --precision of evaluate and predict-split (int8: core.segment.int8).
 EVAL_PRECISIONS = ("auto", "fp32", "bf16", "int8")
-DEFAULT_CALIBRATION_TILES = 64  # = core.models.quantize.DEFAULT_CALIBRATION_TILES
+
 PER_IMAGE_FIELDS = ["tile_id", "iou", "f1", "precision", "recall", "tp", "fp", "fn", "tn",
                     "positive_pixels", "predicted_pixels", "valid_pixels"]  # fmt: skip
 
@@ -61,64 +67,6 @@ class TilePrediction:
     @property
     def valid(self) -> np.ndarray:
         return self.tile.valid
-
-
-class SplitMismatchError(DatasetError):
-    """The model's training dataset no longer gives the split the model was trained on."""
-
-
-def config_of_model(meta: ModelMeta) -> RunConfig:
-    """The model's training config, migrated from its version; unknown settings of an
-    older or newer stored config are ignored with a warning."""
-    return load_stored_config(meta.config, meta.config.get("config_version", meta.config_version))
-
-
-def training_dataset(meta: ModelMeta, cfg: RunConfig) -> Path:
-    """The dataset the model was trained on (absolute when the model file records it)."""
-    return Path(meta.split.get("dataset") or cfg.data.path)
-
-
-def is_training_dataset(meta: ModelMeta, cfg: RunConfig, dataset_path: str | Path | None) -> bool:
-    if dataset_path is None:
-        return True
-    return Path(dataset_path).resolve() == training_dataset(meta, cfg).resolve()
-
-
-def split_of_model(
-    meta: ModelMeta,
-    dataset_path: str | Path | None,
-    split: str = "test",
-    model_path: str | Path | None = None,
-) -> list[Pair]:
-    """The pairs to score for ``split``, with their split names.
-
-    The model's own dataset (``dataset_path`` None or the same path): the training
-    split, reproduced with the stored limit and split settings and checked against
-    the stored split hash (:class:`SplitMismatchError` when the dataset changed).
-    Another dataset: no training selection applies. ``all`` is every tile; otherwise
-    a predefined split is kept, or the stored seeded split settings (seed, fractions,
-    group regex) split that dataset, without the training ``data.limit``.
-    """
-    cfg = config_of_model(meta)
-    if not is_training_dataset(meta, cfg, dataset_path):
-        index = find_dataset(dataset_path)
-        return index.pairs if split == "all" else split_pairs(index, cfg.data.split)
-    path = training_dataset(meta, cfg)
-    index = find_dataset(path)
-    if cfg.data.limit:
-        index.pairs = index.pairs[: cfg.data.limit]
-    pairs = split_pairs(index, cfg.data.split)
-    stored = meta.split
-    if stored.get("sha256"):
-        got = split_signature(pairs, path)
-        if got["sha256"] != stored["sha256"]:
-            raise SplitMismatchError(
-                f"{model_path or 'model'}: dataset {path} no longer gives the model's training "
-                f"split ({got['tiles']} tiles now, {stored.get('tiles')} at training, split hash "
-                "differs); the dataset changed: evaluate the run's split.csv or pass the "
-                "dataset explicitly as another dataset"
-            )
-    return pairs
 
 
 def tile_dataset(meta: ModelMeta, pairs: list[Pair]) -> TileDataset:
@@ -241,7 +189,7 @@ def check_evaluate(
     except UserError as exc:
         return problems + [Problem.of("model", exc)]
     if precision == "int8":
-        from ..models.quantize import calibration_problems
+        from ..segment.int8 import calibration_problems
 
         problems += calibration_problems(meta, calibration, calibration_tiles)
     if any(p.field == "split" for p in problems):
@@ -339,10 +287,10 @@ def _split_tiles(meta, dataset_path, split: str, model_path) -> list[Pair]:
 
 
 def _int8_net(model_path, calibration, calibration_tiles, device, progress):
-    """The model's int8 ONNX graph (:func:`core.models.quantize.int8_model`) as a
+    """The model's int8 ONNX graph (:func:`core.segment.int8.int8_model`) as a
     :class:`~.predict.ProbabilityNet`, and the model's metadata."""
-    from ..models.quantize import int8_model
     from ..segment.backends import OnnxBackend
+    from ..segment.int8 import int8_model
 
     path = int8_model(model_path, calibration, calibration_tiles, progress=progress)
     backend = OnnxBackend(path, device="cpu" if device == "cpu" else "auto")

@@ -56,10 +56,9 @@ import torch
 from ..data.transforms import downscale_probability, upscale
 from ..errors import InputError, Problem, UserError, raise_problems
 from ..io import atomic_path
-from ..progress import Progress, ProgressFn, no_progress
 from .build import load_model
 from .meta import ONNX_META_KEY, ModelMeta, check_input_side, read_model_meta
-from .quantize import DEFAULT_CALIBRATION_TILES
+from .onnx_metadata import GRAPH_PRECISION_KEY, write_metadata
 
 ONNX_FORMAT = "solarseg-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -79,10 +78,6 @@ def export_onnx(
     overlap: int | None = None,
     resolution_cm: float | None = None,
     profile: str = "solarseg",
-    precision: str = "fp32",
-    calibration: str | Path | None = None,
-    calibration_tiles: int | None = None,
-    progress: ProgressFn = no_progress,
 ) -> Path:
     """Write ``model_path`` (run folder or model file) as an ONNX file at ``out_path``.
 
@@ -93,20 +88,12 @@ def export_onnx(
     solarseg profile on a tile shape different from the traced one, which proves the
     dynamic axes work) before the file is renamed into place.
 
-    ``precision="int8"`` (solarseg profile): the fp32 export is quantised by
-    :func:`core.models.quantize.quantize_onnx`, calibrated on ``calibration_tiles``
-    tiles of ``calibration`` (default: the model's training dataset), and only the
-    int8 file is written.
+    An int8 file: :func:`core.segment.int8.export_int8` (it needs calibration tiles,
+    prepared as segmentation prepares its windows).
     """
     if profile not in PROFILES:
         raise InputError(f"unknown ONNX export profile {profile!r}; choose one of {PROFILES}")
-    raise_problems(check_export_onnx(model_path, profile, precision, calibration,
-                                     calibration_tiles or DEFAULT_CALIBRATION_TILES))  # fmt: skip
-    if precision == "int8":
-        return _export_int8(
-            model_path, Path(out_path), opset, tile_size, overlap, resolution_cm,
-            calibration, calibration_tiles or DEFAULT_CALIBRATION_TILES, progress,
-        )  # fmt: skip
+    raise_problems(check_export_onnx(model_path, profile))
     model, meta = load_model(model_path, "cpu")
     meta = _override(meta, tile_size, overlap)
     if profile == "deepness":
@@ -123,15 +110,12 @@ def export_onnx(
 
 
 def check_export_onnx(
-    model_path: str | Path,
-    profile: str = "solarseg",
-    precision: str = "fp32",
-    calibration: str | Path | None = None,
-    calibration_tiles: int = DEFAULT_CALIBRATION_TILES,
+    model_path: str | Path, profile: str = "solarseg", precision: str = "fp32"
 ) -> list[Problem]:
-    """The check of an export's inputs, keyed by field (``profile``, ``precision``,
-    ``model``, ``calibration``, ``calibration_tiles``), before anything is written."""
-    from .quantize import ONNX_BF16_REASON, calibration_problems
+    """The check of an fp32 export's inputs, keyed by field (``profile``, ``precision``,
+    ``model``), before anything is written (int8: :func:`core.segment.int8.check_export_int8`,
+    which calls this one)."""
+    from .quantize import ONNX_BF16_REASON
 
     problems: list[Problem] = []
     if profile not in PROFILES:
@@ -144,39 +128,11 @@ def check_export_onnx(
         problems.append(
             Problem("precision", f"export precision must be fp32 or int8, got {precision!r}")
         )
-    if precision == "int8" and profile == "deepness":
-        problems.append(Problem("precision", "int8 export is for the solarseg profile only"))
-    if calibration_tiles < 1:
-        problems.append(
-            Problem("calibration_tiles", f"calibration tiles must be >= 1, got {calibration_tiles}")
-        )
     try:
-        meta = read_model_meta(model_path)
+        read_model_meta(model_path)
     except UserError as exc:
-        return problems + [Problem.of("model", exc)]
-    if precision == "int8" and not problems:
-        problems += calibration_problems(meta, calibration, calibration_tiles)
+        problems.append(Problem.of("model", exc))
     return problems
-
-
-def _export_int8(
-    model_path, out_path: Path, opset, tile_size, overlap, resolution_cm, calibration,
-    calibration_tiles: int, progress: ProgressFn,
-) -> Path:  # fmt: skip
-    """fp32 export into a temporary folder, quantised into ``out_path``."""
-    import tempfile
-
-    from .quantize import calibration_plan, quantize_onnx
-
-    meta = read_model_meta(model_path)
-    plan = calibration_plan(_override(meta, tile_size, overlap), calibration, calibration_tiles)
-    with tempfile.TemporaryDirectory(prefix="solarseg-fp32-") as tmp:
-        progress(Progress("export", 0.0, "exporting the fp32 ONNX graph"))
-        fp32 = export_onnx(model_path, Path(tmp) / "model.onnx", opset, tile_size, overlap,
-                           resolution_cm)  # fmt: skip
-        from ..segment.backends import read_meta
-
-        return quantize_onnx(fp32, out_path, read_meta(fp32), plan, progress=progress)
 
 
 def _override(meta: ModelMeta, tile_size: int | None, overlap: int | None) -> ModelMeta:
@@ -253,7 +209,7 @@ def _export_deepness(
         )
         # The exporter's shape inference leaves the output's height and width symbolic
         # (and mislabelled) after Resize/AveragePool; state the static shape it has.
-        _write_metadata(tmp, props, doc, output_shape=("batch", 1, side, side))
+        write_metadata(tmp, props, doc, output_shape=("batch", 1, side, side))
         shape = (2, meta.in_channels, side, side)
         _check_export(net, tmp, meta, shape)
     return out_path
@@ -340,7 +296,7 @@ def _add_metadata(path: Path, meta: ModelMeta, resolution_cm: float | None) -> N
         "format": ONNX_FORMAT,
         "format_version": ONNX_FORMAT_VERSION,
         "output": "probability",
-        "graph_precision": "fp32",  # core.models.quantize.GRAPH_PRECISION_KEY
+        GRAPH_PRECISION_KEY: "fp32",
     }
     props = {ONNX_META_KEY: json.dumps(solarseg), "precision": "fp32",
              **deepness_metadata(meta, resolution_cm)}  # fmt: skip
@@ -348,28 +304,7 @@ def _add_metadata(path: Path, meta: ModelMeta, resolution_cm: float | None) -> N
         "SolarSeg solar-panel segmentation. input: float32 NCHW (band - mean) / std; "
         "output: float32 N1HW probabilities (sigmoid included)."
     )
-    _write_metadata(path, props, doc)
-
-
-def _write_metadata(
-    path: Path, props: dict[str, str], doc: str, output_shape: tuple | None = None
-) -> None:
-    import onnx
-
-    graph = onnx.load(str(path))
-    if output_shape is not None:
-        dims = graph.graph.output[0].type.tensor_type.shape.dim
-        for dim, value in zip(dims, output_shape, strict=True):
-            if isinstance(value, str):
-                dim.dim_param = value
-            else:
-                dim.dim_value = value
-    del graph.metadata_props[:]
-    for key, value in props.items():
-        entry = graph.metadata_props.add()
-        entry.key, entry.value = key, value
-    graph.doc_string = doc
-    onnx.save(graph, str(path))
+    write_metadata(path, props, doc)
 
 
 def _check_export(net, path: Path, meta: ModelMeta, shape: tuple | None = None) -> None:

@@ -28,7 +28,6 @@ import numpy as np
 # Torch-free imports only: segmenting with an .onnx file must not need torch.
 from ..errors import InputError
 from ..models.meta import ONNX_META_KEY, ModelFileError, ModelMeta, resolve_model_path
-from ..progress import ProgressFn, no_progress
 
 
 class Backend(Protocol):
@@ -247,20 +246,15 @@ def load_backend(
     device: str = "auto",
     tta: bool = False,
     precision: str = "fp32",
-    calibration: str | Path | None = None,
-    calibration_tiles: int | None = None,
-    cache: str | Path | None = None,
-    progress: ProgressFn = no_progress,
 ) -> tuple[Backend, ModelMeta]:
     """A backend and the model's metadata from a run folder, a ``.pt`` model file or an
     ``.onnx`` file.
 
     ``precision``: ``fp32``, ``bf16`` / ``auto`` (the torch backend's autocast; ONNX
-    Runtime refuses bf16 and runs auto as fp32), or ``int8``: an int8 ONNX graph on ONNX
-    Runtime whatever ``backend`` says; a ``.pt`` or fp32 ``.onnx`` model is quantised
-    first (:func:`core.models.quantize.int8_model`, calibrated on ``calibration_tiles``
-    tiles of ``calibration`` or the model's training dataset, cached in ``cache``). An
-    int8 ``.onnx`` file runs as int8 whatever ``precision`` says (but bf16).
+    Runtime refuses bf16 and runs auto as fp32), or ``int8``: an int8 ONNX file on ONNX
+    Runtime whatever ``backend`` says. A ``.pt`` or fp32 ``.onnx`` model is quantised
+    before, by :func:`core.segment.int8.model_for_precision` (it needs calibration
+    tiles). An int8 ``.onnx`` file runs as int8 whatever ``precision`` says (but bf16).
 
     ``backend="onnx"`` with a PyTorch model file exports it to a temporary ONNX file
     first (a few seconds); a LightGBM model file runs on :class:`PixelBackend` (asked
@@ -270,11 +264,15 @@ def load_backend(
     if backend not in ("torch", "onnx"):
         raise InputError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'", "backend")
     if precision == "int8":
-        from ..models.quantize import DEFAULT_CALIBRATION_TILES, int8_model
+        from ..models.onnx_metadata import is_int8_file
 
-        tiles = calibration_tiles or DEFAULT_CALIBRATION_TILES
-        path = int8_model(model_path, calibration, tiles, cache, progress=progress)
-        onnx_backend = OnnxBackend(path, device=device, tta=tta)
+        if not is_int8_file(model_path):
+            raise InputError(
+                f"{model_path}: not an int8 ONNX file; quantise it first "
+                "(core.segment.int8.int8_model, or export-onnx --precision int8)",
+                "precision",
+            )
+        onnx_backend = OnnxBackend(Path(model_path), device=device, tta=tta)
         return onnx_backend, onnx_backend.meta
     path = Path(model_path)
     if backend == "onnx" and precision == "bf16":

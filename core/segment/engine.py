@@ -5,7 +5,7 @@ Pipeline (see :func:`segment_raster`):
 1. The model (run folder, ``.pt`` model file or ``.onnx`` file) gives the band selection,
    normalisation, threshold, upscale factor, pad multiple and default tile size/overlap.
    ``precision`` int8 runs its int8 ONNX graph (quantised first, calibrated on training
-   tiles prepared by :func:`network_inputs`: :mod:`core.models.quantize`).
+   tiles prepared by :func:`.inputs.network_inputs`: :mod:`core.segment.int8`).
 2. A reader thread reads the next batch of windows (rasterio windowed reads of the
    selected bands), computes validity (declared nodata, -9999, NaN), normalises and
    reflect-pads them while the current batch is being predicted.
@@ -30,43 +30,42 @@ removes them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-from rasterio.windows import Window as RioWindow
 
 from ..data.rasters import (
-    RasterError,
-    check_bands,
-    normalize,
-    open_raster,
     raster_info,
-    reading,
-    valid_mask,
 )
-from ..errors import InputError, Problem, UserError, raise_problems
-from ..models.meta import ModelMeta, min_input_side
+from ..errors import Problem, UserError, raise_problems
+from ..models.meta import ModelMeta
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from .backends import Backend, load_backend, read_meta
 from .blend import StripBlender
 from .drift import drift_warning
+from .inputs import (  # noqa: F401 (network_inputs: public here too)
+    RasterPlan,
+    WindowReader,
+    batched,
+    network_input,
+    network_inputs,
+    plan_raster,
+)
+from .int8 import int8_problems, model_for_precision
 from .options import ReferenceOptions, SegmentOptions  # noqa: F401 (public here too)
 from .polygons import polygonize_mask, raster_area_m2
 from .reference import PLANTS_CSV, PLANTS_GPKG, open_reference, score_scene
-from .resample import downscale_mean, upscale_bicubic
-from .windows import Window, WindowGrid, pad_to_tile
+from .resample import downscale_mean
+from .windows import WindowGrid
 from .writers import (
     MASK_FILENAME,
     POLYGONS_FILENAME,
     PROBABILITY_FILENAME,
     OutputRasters,
-    RasterGrid,
     atomic_outputs,
     check_outputs,
 )
@@ -133,136 +132,6 @@ class SegmentResult:
         )
 
 
-@dataclass
-class _Plan:
-    """Everything resolved from the model, the raster and the options."""
-
-    raster_path: Path
-    grid: RasterGrid
-    nodata: float | None
-    bands: list[int]
-    mean: list[float]
-    std: list[float]
-    tile: int
-    overlap: int
-    upscale: int
-    threshold: float
-
-
-def _plan(raster_path: Path, meta: ModelMeta, options: SegmentOptions) -> _Plan:
-    with open_raster(raster_path) as src:
-        grid = RasterGrid.from_rasterio(src)
-        count, nodata = src.count, src.nodata
-    model_bands = list(meta.bands) if meta.bands else list(range(1, meta.in_channels + 1))
-    if options.bands is not None:
-        bands = [int(b) for b in options.bands]
-        if len(bands) != meta.in_channels:
-            raise InputError(
-                f"the band mapping {bands} has {len(bands)} band(s) but the model takes "
-                f"{meta.in_channels} input(s) (its own selection: bands {model_bands})",
-                "bands",
-            )
-        try:
-            bands = check_bands(bands, count, raster_path)
-        except RasterError as exc:
-            exc.field = "bands"  # the mapping is at fault, not the raster
-            raise
-    else:
-        bands = model_bands
-        missing = [b for b in bands if b > count]
-        if missing or len(bands) != meta.in_channels:
-            raise RasterError(
-                f"{raster_path}: the model needs bands {bands} ({meta.in_channels} inputs) "
-                f"but the raster has {count} band(s) (band(s) {missing} not found); map the "
-                f"raster's bands onto the model's inputs explicitly, e.g. bands="
-                f"{[min(b, count) for b in bands]} (--bands "
-                f"{','.join(str(min(b, count)) for b in bands)})",
-                "bands",
-            )
-    tile = options.tile_size or meta.tile_size
-    overlap = meta.overlap if options.overlap is None else options.overlap
-    upscale = int(meta.upscale or 1)
-    if (tile * upscale) % meta.pad_multiple:
-        raise InputError(
-            f"tile size {tile} x upscale {upscale} = {tile * upscale} must be a multiple of "
-            f"the model's pad multiple {meta.pad_multiple} (e.g. tile size "
-            f"{-(-tile * upscale // meta.pad_multiple) * meta.pad_multiple // upscale})",
-            "tile_size",
-        )
-    if tile * upscale < min_input_side(meta.arch):
-        raise InputError(f"tile size {tile} is too small for a {meta.arch} model", "tile_size")
-    if not 0 <= overlap < tile:
-        raise InputError(f"overlap must be in [0, tile size {tile}), got {overlap}", "overlap")
-    threshold = meta.threshold if options.threshold is None else options.threshold
-    return _Plan(
-        raster_path=raster_path,
-        grid=grid,
-        nodata=nodata,
-        bands=bands,
-        mean=list(meta.mean),
-        std=list(meta.std),
-        tile=tile,
-        overlap=overlap,
-        upscale=upscale,
-        threshold=float(threshold),
-    )
-
-
-@dataclass
-class _Batch:
-    windows: list[Window]
-    x: np.ndarray  # (N, C, tile, tile) float32, normalised and padded
-    valid: list[np.ndarray]  # per window (height, width) bool, inside the raster only
-
-
-class _WindowReader:
-    """Reads, normalises and pads windows. Used only from the reader thread.
-
-    The source is reopened for every grid row of windows: closing a dataset drops its
-    blocks from GDAL's process-wide block cache, which would otherwise grow with the
-    raster (up to 5% of RAM) and make peak memory depend on raster size.
-    """
-
-    def __init__(self, plan: _Plan):
-        self.plan = plan
-        self._src: Any = None
-        self._row = -1
-
-    def _dataset(self, row: int) -> Any:
-        if row != self._row or self._src is None:
-            self.close()
-            self._src = open_raster(self.plan.raster_path)
-            self._row = row
-        return self._src
-
-    def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
-        src = self._dataset(win.row)
-        with reading(self.plan.raster_path):
-            data = src.read(self.plan.bands, window=RioWindow(win.x, win.y, win.width, win.height))
-        valid = valid_mask(data, self.plan.nodata)
-        x = normalize(data.astype(np.float32, copy=False), valid, self.plan.mean, self.plan.std)
-        return pad_to_tile(x, self.plan.tile), valid
-
-    def read_batch(self, windows: list[Window]) -> _Batch:
-        # A rasterio environment for this thread: GDAL then reports a failed block read
-        # through Python logging (and the RasterError) instead of printing
-        # "ERROR 1: ..." lines on stderr.
-        with rasterio.Env():
-            xs, valids = zip(*(self.read(w) for w in windows), strict=True)
-        return _Batch(list(windows), np.stack(xs), list(valids))
-
-    def close(self) -> None:
-        if self._src is not None:
-            self._src.close()
-            self._src = None
-
-
-def network_input(x: np.ndarray, upscale: int) -> np.ndarray:
-    """Normalised, padded windows -> the network's input: bicubic upscaling by the
-    model's factor, the resampling training uses (:mod:`core.segment.resample`)."""
-    return upscale_bicubic(x, upscale) if upscale > 1 else x
-
-
 def make_predict(backend: Backend, upscale: int) -> Callable[[np.ndarray], np.ndarray]:
     """``backend.predict`` wrapped with the model's upscale: :func:`network_input`
     before, area averaging of the probabilities back to source pixels after (numpy,
@@ -277,31 +146,6 @@ def make_predict(backend: Backend, upscale: int) -> Callable[[np.ndarray], np.nd
     return predict
 
 
-def network_inputs(
-    raster_path: str | Path,
-    meta: ModelMeta,
-    options: SegmentOptions | None = None,
-    batch_size: int = 8,
-) -> Iterator[np.ndarray]:
-    """The network inputs :func:`segment_with_backend` feeds for a raster, batch by
-    batch: the windows of ``options`` (tile size, overlap, band mapping) read,
-    validity-masked, normalised, reflect-padded and upscaled by the same code. int8
-    calibration uses it, so calibration sees exactly what inference sees."""
-    plan = _plan(Path(raster_path), meta, options or SegmentOptions())
-    grid = WindowGrid(plan.grid.height, plan.grid.width, plan.tile, plan.overlap)
-    reader = _WindowReader(plan)
-    try:
-        for windows in _batches(iter(grid), batch_size):
-            yield network_input(reader.read_batch(windows).x, plan.upscale)
-    finally:
-        reader.close()
-
-
-def _batches(windows: Iterator[Window], size: int) -> Iterator[list[Window]]:
-    while batch := list(islice(windows, size)):
-        yield batch
-
-
 @dataclass
 class _Counts:
     nodata_pixels: int = 0
@@ -309,7 +153,7 @@ class _Counts:
 
 
 def _run_windows(
-    plan: _Plan,
+    plan: RasterPlan,
     predict: Callable[[np.ndarray], np.ndarray],
     outputs: OutputRasters,
     batch_size: int,
@@ -329,8 +173,8 @@ def _run_windows(
         counts.nodata_pixels += int(valid.size - np.count_nonzero(valid))
         counts.panel_pixels += int(np.count_nonzero(valid & (prob >= np.float32(plan.threshold))))
 
-    batches = _batches(iter(wgrid), batch_size)
-    reader = _WindowReader(plan)
+    batches = batched(iter(wgrid), batch_size)
+    reader = WindowReader(plan)
     start = time.perf_counter()
     done, row = 0, 0
     pending: Future | None = None
@@ -396,10 +240,13 @@ def segment_raster(
     # Every refused input, before the model is loaded and before anything is written.
     raise_problems(check_segment(model_path, raster_path, out_dir, options)[0])
     t0 = time.perf_counter()
-    backend, meta = load_backend(
-        model_path, options.backend, options.device, options.tta, options.precision,
-        options.calibration, options.calibration_tiles, progress=progress,
+    model_path = model_for_precision(
+        model_path, options.precision, options.calibration, options.calibration_tiles,
+        progress=progress,
     )  # fmt: skip
+    backend, meta = load_backend(
+        model_path, options.backend, options.device, options.tta, options.precision
+    )
     result = segment_with_backend(
         backend, meta, raster_path, out_dir, options, progress=progress, cancel=cancel
     )
@@ -444,12 +291,12 @@ def check_segment(
         problems.append(Problem("backend", f"{model_path}: a LightGBM model runs on the "
                                 "'torch' backend (it has no ONNX graph)"))  # fmt: skip
     elif meta is not None and options.precision == "int8":
-        problems += int8_problems(model_path, meta, options)
+        problems += int8_problems(model_path, meta, options.calibration, options.calibration_tiles)
     try:
         if meta is None or any(p.field in ("tile_size", "overlap", "bands") for p in problems):
             raster_info(raster_path)  # at least: is the raster readable?
         else:
-            _plan(Path(raster_path), meta, options)
+            plan_raster(Path(raster_path), meta, options)
     except UserError as exc:
         problems.append(Problem.of("raster", exc))
     if options.reference is not None:
@@ -491,18 +338,6 @@ def _device_problems(options: SegmentOptions) -> list[Problem]:
     return []
 
 
-def int8_problems(
-    model_path: str | Path, meta: ModelMeta, options: SegmentOptions
-) -> list[Problem]:
-    """Why ``--precision int8`` cannot run (no calibration tiles, too few tiles...); none
-    for an int8 ONNX file, which needs no calibration. Shared with segment-many."""
-    from ..models.quantize import calibration_problems, is_int8_file
-
-    if options.calibration_tiles < 1 or is_int8_file(model_path):
-        return []  # the first: options.problems() has it already
-    return calibration_problems(meta, options.calibration, options.calibration_tiles)
-
-
 def _final_paths(out_dir: Path, options: SegmentOptions) -> list[Path]:
     paths = [out_dir / PROBABILITY_FILENAME, out_dir / MASK_FILENAME]
     paths += [out_dir / POLYGONS_FILENAME] if options.polygons else []
@@ -534,7 +369,7 @@ def segment_with_backend(
     options.validate()
     t0 = time.perf_counter()
     raster_path, out_dir = Path(raster_path), Path(out_dir)
-    plan = _plan(raster_path, meta, options)
+    plan = plan_raster(raster_path, meta, options)
     finals = _final_paths(out_dir, options)
     predict = make_predict(backend, plan.upscale)
     drift = drift_warning(raster_path, plan.bands, plan.mean, plan.std, plan.nodata)

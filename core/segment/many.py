@@ -18,7 +18,7 @@ gets ``-2``, ``-3``... in input order (:mod:`core.segment.scenes`, pure Python, 
 QGIS plugin uses too).
 
 ``--precision int8`` with a ``.pt`` or fp32 ``.onnx`` model: the client quantises it
-once (:func:`core.models.quantize.int8_model`) into ``OUT/.int8/``, which every worker
+once (:func:`core.segment.int8.int8_model`) into ``OUT/.int8/``, which every worker
 must see anyway, and the workers load that file.
 
 A bad scene (unreadable, wrong bands, damaged blocks) becomes a ``failed`` row of the
@@ -394,9 +394,9 @@ def check_segment_many(
 
         problems.append(Problem("precision", ONNX_BF16_MESSAGE))
     if meta is not None and options.precision == "int8":
-        from .engine import int8_problems
+        from .int8 import int8_problems
 
-        problems += int8_problems(model_path, meta, options)
+        problems += int8_problems(model_path, meta, options.calibration, options.calibration_tiles)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         problems.append(Problem("out", f"{out}: not a folder"))
@@ -556,7 +556,7 @@ def segment_many(
     model = str(Path(model_path).resolve())
     if todo and options.precision == "int8":
         # Quantised once, here, into OUT/.int8/ (every worker sees OUT); workers load it.
-        from ..models.quantize import int8_model
+        from .int8 import int8_model
 
         model = str(
             int8_model(model_path, options.calibration, options.calibration_tiles,

@@ -13,11 +13,11 @@ from ..errors import Problem, raise_problems
 # probability.tif: float32 0..1 (nodata NaN), or uint8 0..254 (scale 1/254, nodata 255).
 PROBABILITY_DTYPES = ("float32", "uint8")
 # The network's arithmetic (--precision): fp32; bf16 autocast (torch backend); int8
-# (ONNX Runtime static quantisation, core.models.quantize); fp16 autocast (torch on CUDA
+# (ONNX Runtime static quantisation, core.segment.int8); fp16 autocast (torch on CUDA
 # only, checked with the device); auto (torch: bf16 on a CPU with native bf16, else fp32;
 # ONNX Runtime: fp32).
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
-DEFAULT_CALIBRATION_TILES = 64  # = core.models.quantize.DEFAULT_CALIBRATION_TILES
+DEFAULT_CALIBRATION_TILES = 64  # int8 calibration tiles (core.segment.int8)
 
 
 @dataclass

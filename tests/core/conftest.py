@@ -84,7 +84,7 @@ def int8_cache(tmp_path_factory) -> Path:
 def solafune_int8(solafune_model: Path, int8_cache: Path) -> Path:
     """``solafune_model`` quantised (calibrated on INT8_TILES tiles of its train split),
     in ``int8_cache`` where ``segment --precision int8 --calibration-tiles 16`` finds it."""
-    from core.models.quantize import int8_model
+    from core.segment.int8 import int8_model
 
     return int8_model(solafune_model, tiles=INT8_TILES, cache=int8_cache / "int8")
 

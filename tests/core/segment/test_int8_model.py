@@ -1,5 +1,5 @@
-"""int8 quantisation (core.models.quantize): calibration on the model's training tiles
-through the segment engine's own preprocessing, agreement with fp32 on real Solafune
+"""int8 models (core.segment.int8, core.models.quantize): calibration on the model's
+training tiles through segmentation's own preprocessing, agreement with fp32 on real Solafune
 tiles the calibration never saw, metadata, cache, refusals keyed by field."""
 
 from __future__ import annotations
@@ -11,20 +11,18 @@ import onnxruntime as ort
 import pytest
 
 from core.data.discovery import find_dataset, write_manifest
-from core.evaluation.evaluate import split_of_model
+from core.evaluation.model_split import split_of_model
 from core.models.meta import read_model_meta
 from core.models.onnx_export import export_onnx
-from core.models.quantize import (
+from core.models.onnx_metadata import file_props, is_int8_file, solarseg_props
+from core.segment.inputs import network_inputs
+from core.segment.int8 import (
     CalibrationError,
     calibration_inputs,
     calibration_plan,
     calibration_problems,
-    file_props,
     int8_model,
-    is_int8_file,
-    solarseg_props,
 )
-from core.segment.engine import network_inputs
 from core.segment.options import SegmentOptions
 from tests.core.conftest import INT8_TILES
 
