@@ -37,7 +37,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -49,47 +48,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.segment_bench import build_mosaic  # noqa: E402
+from bench.train_throughput import cpu_model  # noqa: E402
+
 SCENE = (REPO / ".." / "shared" / "data" / "scenes" / "sentinel2_b2b3b4b8_300px.tif").resolve()
 SCENE_BANDS = [3, 2, 1, 4]  # B04, B03, B02, B08 of the scene -> the model's R, G, B, NIR
 DEFAULT_VARIANTS = ("ort_fp32", "ort_int8", "torch_bf16_cl", "torch_fp32_cl")
 ALL_VARIANTS = DEFAULT_VARIANTS + ("ort_int8_qop", "ort_int8_pt")
 BASE = "ort_fp32"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def build_mosaic(size: int, path: Path) -> Path:
-    """A size x size raster: the real scene and its mirror images, tiled (no seams)."""
-    import rasterio
-    from rasterio.windows import Window
-
-    if path.exists():
-        return path
-    with rasterio.open(SCENE) as src:
-        scene = src.read()
-        profile = src.profile.copy()
-    _, h, w = scene.shape
-    row = np.concatenate([scene, scene[:, :, ::-1]] * (size // (2 * w) + 1), axis=2)[:, :, :size]
-    block = np.concatenate([row, row[:, ::-1]], axis=1)  # 2h rows, seamless period
-    profile.update(
-        width=size, height=size, tiled=True, blockxsize=256, blockysize=256,
-        compress="deflate", predictor=2, interleave="pixel",
-    )  # fmt: skip
-    tmp = path.with_suffix(".part.tif")
-    with rasterio.open(tmp, "w", **profile) as dst:
-        for y in range(0, size, 1024):
-            rows = np.arange(y, min(y + 1024, size)) % (2 * h)
-            dst.write(block[:, rows], window=Window(0, y, size, len(rows)))
-    tmp.rename(path)
-    return path
 
 
 def load_variant(name: str, model: Path, work: Path, calibration_tiles: int):
@@ -122,7 +88,7 @@ def load_variant(name: str, model: Path, work: Path, calibration_tiles: int):
 def speed(args, model: Path, work: Path) -> dict:
     from core.segment.engine import SegmentOptions, segment_with_backend
 
-    raster = build_mosaic(args.size, work / f"s2_mosaic_{args.size}.tif")
+    raster = build_mosaic(args.size, work / f"s2_mosaic_{args.size}.tif", SCENE)
     loaded = {}
     for name in args.variants:
         backend, meta, seconds = load_variant(name, model, work, args.calibration_tiles)

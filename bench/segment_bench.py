@@ -55,14 +55,14 @@ TILE, OVERLAP, BATCH = 256, 64, 8
 
 
 # ----------------------------------------------------------------------------- inputs
-def build_mosaic(size: int, path: Path) -> Path:
-    """A size x size four-band raster: the real scene and its mirror images, tiled."""
+def build_mosaic(size: int, path: Path, scene: Path = SCENE) -> Path:
+    """A size x size raster: the real ``scene`` and its mirror images, tiled (no seams)."""
     import rasterio
     from rasterio.windows import Window
 
     if path.exists():
         return path
-    with rasterio.open(SCENE) as src:
+    with rasterio.open(scene) as src:
         scene = src.read()
         profile = src.profile.copy()
     _, h, w = scene.shape

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from ..progress import Progress
-from ..segment.options import DEFAULT_CALIBRATION_TILES, PRECISIONS
-from .common import report_checked
+from ..segment.options import PRECISIONS
+from .common import add_calibration_options, report_checked
 
 # Progress lines on stderr: at most one per this many seconds (plus stage changes).
 PROGRESS_EVERY_S = 5.0
@@ -57,15 +57,7 @@ def add_precision_options(p: argparse.ArgumentParser, choices=PRECISION_CHOICES)
         "training tiles; an int8 .onnx file runs as it is)"
         + ("; auto (torch: bf16 where the CPU has it natively)" if "auto" in choices else ""),
     )  # fmt: skip
-    p.add_argument(
-        "--calibration", default=None, metavar="DIR",
-        help="int8: dataset folder whose tiles calibrate the quantisation (default: the "
-        "model's training dataset, as recorded in the model file; its train split)",
-    )  # fmt: skip
-    p.add_argument(
-        "--calibration-tiles", type=int, default=DEFAULT_CALIBRATION_TILES, metavar="N",
-        help=f"int8: calibration tiles (default {DEFAULT_CALIBRATION_TILES})",
-    )  # fmt: skip
+    add_calibration_options(p)
 
 
 def add_segment_options(p: argparse.ArgumentParser, polygons_flag: bool = True) -> None:

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import report_checked
+from .common import add_calibration_options, report_checked
 
 METRIC_KEYS = ["tp", "fp", "fn", "tn", "accuracy", "precision", "recall", "specificity",
                "f1", "iou", "fp_fn_ratio", "threshold"]  # fmt: skip
@@ -259,13 +259,7 @@ def add_train_commands(sub) -> None:
         "--blend-weight", type=float, default=None, metavar="W",
         help="weight of OTHER_MODEL in the average, 0..1 (default: chosen on val)",
     )  # fmt: skip
-    p.add_argument(
-        "--calibration", default=None, metavar="DIR",
-        help="int8: dataset whose tiles calibrate the quantisation (default: the model's "
-        "training dataset, its train split)",
-    )  # fmt: skip
-    p.add_argument("--calibration-tiles", type=int, default=64, metavar="N",
-                   help="int8: calibration tiles (default 64)")  # fmt: skip
+    add_calibration_options(p)
     p.add_argument("--json", action="store_true")
     p.add_argument(
         "--check", action="store_true",

@@ -62,7 +62,6 @@ def test_segment_many_rasters(provider, scenes, tiny_run, tmp_path):
     import rasterio
 
     from solar_seg_plugin.core.segment.options import PRECISIONS
-
     from tests.core.segment.helpers import crop_raster
 
     folder = tmp_path / "in"

@@ -174,9 +174,10 @@ def test_int8_precision_runs_the_quantised_graph(dialog, austria, tiny_run, tmp_
     assert dialog.start()
     wait_for_dialog(dialog)
     errors = visible_errors(dialog)
-    assert "calibration" in errors and "nowhere: calibration dataset not found" in errors[
-        "calibration"
-    ], (dialog.status.text(), errors)
+    assert (
+        "calibration" in errors
+        and "nowhere: calibration dataset not found" in errors["calibration"]
+    ), (dialog.status.text(), errors)
     assert not (tmp_path / "int8").exists()
 
     dialog.calibration_edit.setText("")  # the model's training dataset
