@@ -55,14 +55,14 @@ TILE, OVERLAP, BATCH = 256, 64, 8
 
 
 # ----------------------------------------------------------------------------- inputs
-def build_mosaic(size: int, path: Path) -> Path:
-    """A size x size four-band raster: the real scene and its mirror images, tiled."""
+def build_mosaic(size: int, path: Path, scene: Path = SCENE) -> Path:
+    """A size x size raster: the real ``scene`` and its mirror images, tiled (no seams)."""
     import rasterio
     from rasterio.windows import Window
 
     if path.exists():
         return path
-    with rasterio.open(SCENE) as src:
+    with rasterio.open(scene) as src:
         scene = src.read()
         profile = src.profile.copy()
     _, h, w = scene.shape
@@ -128,16 +128,17 @@ def rss_mb() -> float:
 def bare_forward_seconds(backend, meta, raster: Path, batch_size: int) -> tuple[float, int]:
     """Seconds spent in ``backend.predict`` over the engine's own windows and batches
     (the reads between calls are not timed)."""
-    from core.segment.engine import SegmentOptions, _batches, _plan, _WindowReader, make_predict
+    from core.segment.engine import SegmentOptions, make_predict
+    from core.segment.inputs import WindowReader, batched, plan_raster
     from core.segment.windows import WindowGrid
 
-    plan = _plan(raster, meta, SegmentOptions(tile_size=TILE, overlap=OVERLAP))
+    plan = plan_raster(raster, meta, SegmentOptions(tile_size=TILE, overlap=OVERLAP))
     grid = WindowGrid(plan.grid.height, plan.grid.width, plan.tile, plan.overlap)
     predict = make_predict(backend, plan.upscale)
-    reader = _WindowReader(plan)
+    reader = WindowReader(plan)
     total, n = 0.0, 0
     try:
-        for windows in _batches(iter(grid), batch_size):
+        for windows in batched(iter(grid), batch_size):
             batch = reader.read_batch(windows)
             t = time.perf_counter()
             predict(batch.x)

@@ -1,6 +1,6 @@
 """Screenshot of Segment Layer in "Several layers" mode after a finished run (offscreen).
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/segment_many_screenshot.py RUN OUT.png
+    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/segment_many_screenshot.py RUN OUT.png [PRECISION]
 
 RUN is a run folder or model file (R,G,B,NIR bands 4,3,2,8, e.g. the plugin tests'
 tiny model). Six of the Austria Sentinel-2 chips and a 3-band crop of the Landsat
@@ -23,7 +23,7 @@ CHIPS = ["S2_2022_101", "S2_2022_1285", "S2_2022_1933", "S2_2022_2004", "S2_2022
          "S2_2022_677"]  # fmt: skip
 
 
-def main(run: str, out: str) -> None:
+def main(run: str, out: str, precision: str = "fp32") -> None:
     from qgis.core import QgsApplication
 
     app = QgsApplication([], True)
@@ -61,6 +61,7 @@ def main(run: str, out: str) -> None:
     dialog.tile_spin.setValue(64)
     dialog.overlap_spin.setValue(16)
     dialog.device_combo.setCurrentText("cpu")
+    dialog.precision_combo.setCurrentText(precision)
     dialog.workers_spin.setValue(1)
     dialog.out_edit.setText(str(work / "many"))
     assert dialog.start(), {k: v.text() for k, v in dialog.errors.items() if v.text()}
@@ -76,4 +77,5 @@ def main(run: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "segment_many.png")
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "segment_many.png",
+         sys.argv[3] if len(sys.argv) > 3 else "fp32")  # fmt: skip

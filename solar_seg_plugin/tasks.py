@@ -279,7 +279,11 @@ def segment_args(model_path: Path, raster_path: Path, out_dir: Path, o: Any) -> 
     """``python -m core segment`` arguments for :class:`core.segment.SegmentOptions`."""
     args = ["segment", str(model_path), str(raster_path), "--out", str(out_dir),
             "--backend", o.backend, "--device", o.device, "--batch-size", str(o.batch_size),
-            "--probability-dtype", o.probability_dtype, "--min-area", str(o.min_area_m2)]  # fmt: skip
+            "--probability-dtype", o.probability_dtype, "--min-area", str(o.min_area_m2),
+            "--precision", o.precision]  # fmt: skip
+    if o.precision == "int8":
+        args += ["--calibration-tiles", str(o.calibration_tiles)]
+        args += ["--calibration", str(o.calibration)] if o.calibration else []
     for flag, value in (("--tile", o.tile_size), ("--overlap", o.overlap),
                         ("--threshold", o.threshold)):  # fmt: skip
         if value is not None:

@@ -11,6 +11,22 @@ from ..errors import Problem, raise_problems
 from ..progress import Progress, ProgressFn
 
 
+def add_calibration_options(p: argparse.ArgumentParser) -> None:
+    """int8's ``--calibration`` and ``--calibration-tiles`` (segment, segment-many,
+    export-onnx, evaluate): one definition."""
+    from ..segment.options import DEFAULT_CALIBRATION_TILES
+
+    p.add_argument(
+        "--calibration", default=None, metavar="DIR",
+        help="int8: dataset folder whose tiles calibrate the quantisation (default: the "
+        "model's training dataset, as recorded in the model file; its train split)",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration-tiles", type=int, default=DEFAULT_CALIBRATION_TILES, metavar="N",
+        help=f"int8: calibration tiles (default {DEFAULT_CALIBRATION_TILES})",
+    )  # fmt: skip
+
+
 def parse_bands(text: str | None) -> list[int] | None:
     """``"4,3,2,8"`` -> [4, 3, 2, 8]; ``"all"``/None -> None."""
     if text is None or text.strip().lower() in ("", "all"):

@@ -15,10 +15,14 @@ import time
 from pathlib import Path
 
 from ..progress import Progress
-from .common import report_checked
+from ..segment.options import PRECISIONS
+from .common import add_calibration_options, report_checked
 
 # Progress lines on stderr: at most one per this many seconds (plus stage changes).
 PROGRESS_EVERY_S = 5.0
+# --precision of segment and segment-many (export-onnx: fp32, bf16 refused, int8;
+# fp16: torch on CUDA only).
+PRECISION_CHOICES = PRECISIONS
 
 
 def parse_band_list(text: str) -> list[int]:
@@ -44,6 +48,18 @@ def _progress_printer():
     return show
 
 
+def add_precision_options(p: argparse.ArgumentParser, choices=PRECISION_CHOICES) -> None:
+    """``--precision`` and int8's calibration options (segment, segment-many, export-onnx)."""
+    p.add_argument(
+        "--precision", choices=choices, default="fp32",
+        help="network arithmetic: fp32; bf16 (torch autocast); int8 (ONNX Runtime static "
+        "quantisation; a .pt or fp32 .onnx model is quantised first, calibrated on "
+        "training tiles; an int8 .onnx file runs as it is)"
+        + ("; auto (torch: bf16 where the CPU has it natively)" if "auto" in choices else ""),
+    )  # fmt: skip
+    add_calibration_options(p)
+
+
 def add_segment_options(p: argparse.ArgumentParser, polygons_flag: bool = True) -> None:
     """The options of ``segment``, shared by ``segment-many`` (one definition)."""
     p.add_argument(
@@ -65,11 +81,7 @@ def add_segment_options(p: argparse.ArgumentParser, polygons_flag: bool = True) 
         "--min-area", type=float, default=0.0, metavar="M2", help="drop smaller polygons (m²)"
     )
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x time)")
-    p.add_argument(
-        "--precision", choices=("fp32", "bf16", "fp16", "auto"), default="fp32",
-        help="torch backend: fp32, bf16 autocast, fp16 autocast (CUDA only), or auto (bf16 "
-        "where the CPU has it natively)",
-    )  # fmt: skip
+    add_precision_options(p)
     p.add_argument(
         "--probability-dtype",
         choices=("float32", "uint8"),
@@ -97,6 +109,8 @@ def segment_options(args: argparse.Namespace, polygons: bool | None = None):
         tta=args.tta,
         overwrite=args.overwrite,
         precision=args.precision,
+        calibration=args.calibration,
+        calibration_tiles=args.calibration_tiles,
     )
 
 
@@ -247,19 +261,37 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from ..models.onnx_export import export_onnx
+    from ..errors import raise_problems
 
-    out = export_onnx(
-        args.model,
-        args.out,
-        opset=args.opset,
-        tile_size=args.tile,
-        overlap=args.overlap,
-        resolution_cm=args.resolution_cm,
-        profile=args.profile,
-    )
-    print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.1f} MB, opset {args.opset})")
-    args.session.result({"onnx": str(out)})
+    common = dict(opset=args.opset, tile_size=args.tile, overlap=args.overlap,
+                  resolution_cm=args.resolution_cm)  # fmt: skip
+    if args.precision == "int8":
+        from ..segment.int8 import export_int8
+
+        out = export_int8(
+            args.model, args.out, args.calibration, args.calibration_tiles, **common,
+            profile=args.profile, progress=args.session.progress(_progress_printer()),
+        )  # fmt: skip
+    else:
+        from ..models.onnx_export import check_export_onnx, export_onnx
+
+        raise_problems(check_export_onnx(args.model, args.profile, args.precision))
+        out = export_onnx(args.model, args.out, profile=args.profile, **common)
+    data: dict = {"onnx": str(out), "precision": args.precision}
+    if args.precision == "int8":
+        from ..models.onnx_metadata import file_props, solarseg_props
+
+        meta = solarseg_props(file_props(out))
+        data.update(calibration=meta["calibration"], calibration_check=meta["calibration_check"])
+        c, k = meta["calibration"], meta["calibration_check"]
+        print(
+            f"int8: calibrated on {c['tiles']} tile(s) of {c['source']} ({c['split']}); on "
+            f"them |int8 - fp32| probability max {k['max_prob_diff']:.4f}, mean "
+            f"{k['mean_prob_diff']:.4f}, mask IoU vs fp32 {k['mask_iou_vs_fp32']:.4f}"
+        )
+    print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.1f} MB, opset {args.opset}, "
+          f"{args.precision})")  # fmt: skip
+    args.session.result(data)
     return 0
 
 
@@ -349,4 +381,5 @@ def add_segment_commands(subparsers: argparse._SubParsersAction) -> None:
         help="solarseg: for `segment --backend onnx` (dynamic tile size); deepness: for the "
         "Deepness QGIS plugin (fixed tile, JSON metadata, its /255 standardisation)",
     )
+    add_precision_options(e, choices=("fp32", "bf16", "int8"))
     e.set_defaults(func=cmd_export_onnx)

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import report_checked
+from .common import add_calibration_options, report_checked
 
 METRIC_KEYS = ["tp", "fp", "fn", "tn", "accuracy", "precision", "recall", "specificity",
                "f1", "iou", "fp_fn_ratio", "threshold"]  # fmt: skip
@@ -29,7 +29,6 @@ def _progress_printer():
     return show
 
 
-
 def print_split_metrics(metrics: dict[str, dict], threshold: float) -> None:
     """One line per split: IoU, F1, precision and recall at ``threshold``."""
     for split, m in metrics.items():
@@ -37,6 +36,7 @@ def print_split_metrics(metrics: dict[str, dict], threshold: float) -> None:
             f"{split:<5} IoU {m['iou']:.4f}  F1 {m['f1']:.4f}  precision {m['precision']:.4f}  "
             f"recall {m['recall']:.4f}  (threshold {threshold:.2f})"
         )
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import load_config
@@ -106,7 +106,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.check:
         problems = check_evaluate(args.model, args.dataset, args.split, args.threshold,
-                                  args.device, args.blend, args.blend_weight)  # fmt: skip
+                                  args.device, args.blend, args.blend_weight,
+                                  args.precision, args.calibration,
+                                  args.calibration_tiles)  # fmt: skip
         return report_checked(args.session, problems)
     model_path = resolve_model_path(args.model)
     out_csv = args.csv or model_path.parent / f"evaluate_{args.split}_per_image.csv"
@@ -117,6 +119,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=session.progress(lambda _: None), cancel=session.cancel, out_csv=out_csv,
         device=args.device, tta=args.tta, plants_csv=plants_csv, precision=args.precision,
         blend=args.blend, blend_weight=args.blend_weight,
+        calibration=args.calibration, calibration_tiles=args.calibration_tiles,
     )  # fmt: skip
     m = {k: result.metrics.get(k) for k in METRIC_KEYS}
     if args.blend is not None:
@@ -242,8 +245,9 @@ def add_train_commands(sub) -> None:
         help="flip test-time augmentation (default: as the model was trained)",
     )  # fmt: skip
     p.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16"), default=None,
-        help="network arithmetic; default: the model's train.precision setting, resolved here",
+        "--precision", choices=("auto", "fp32", "bf16", "int8"), default=None,
+        help="network arithmetic; default: the model's train.precision setting, resolved "
+        "here; int8: the model's int8 ONNX graph on ONNX Runtime (as segment --precision int8)",
     )  # fmt: skip
     p.add_argument(
         "--blend", default=None, metavar="OTHER_MODEL",
@@ -255,6 +259,7 @@ def add_train_commands(sub) -> None:
         "--blend-weight", type=float, default=None, metavar="W",
         help="weight of OTHER_MODEL in the average, 0..1 (default: chosen on val)",
     )  # fmt: skip
+    add_calibration_options(p)
     p.add_argument("--json", action="store_true")
     p.add_argument(
         "--check", action="store_true",

@@ -19,10 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig, load_stored_config
 from ..data.dataset import TileDataset
-from ..data.discovery import DatasetError, Pair, find_dataset
-from ..data.splits import split_pairs, split_signature
+from ..data.discovery import Pair
 from ..data.tiles import Tile
 from ..errors import InputError, Problem, UserError, raise_problems
 from ..io import atomic_write_text
@@ -30,9 +28,20 @@ from ..models.build import ModelMeta, load_model, min_input_side, resolve_device
 from ..models.meta import read_model_meta
 from ..models.precision import Numerics
 from ..progress import CancelFn, ProgressFn, never_cancel, no_progress
+from ..segment.options import DEFAULT_CALIBRATION_TILES
+from .model_split import (  # noqa: F401 (public here too)
+    SplitMismatchError,
+    config_of_model,
+    is_training_dataset,
+    split_of_model,
+    training_dataset,
+)
 from .plants import plants_of_predictions, write_plants_csv
-from .predict import iter_native_probabilities
+from .predict import ProbabilityNet, iter_native_probabilities
 from .scoring import EvalResult, evaluate_predictions, is_blank  # noqa: F401 (public here too)
+
+# --precision of evaluate and predict-split (int8: core.segment.int8).
+EVAL_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 PER_IMAGE_FIELDS = ["tile_id", "iou", "f1", "precision", "recall", "tp", "fp", "fn", "tn",
                     "positive_pixels", "predicted_pixels", "valid_pixels"]  # fmt: skip
@@ -58,64 +67,6 @@ class TilePrediction:
     @property
     def valid(self) -> np.ndarray:
         return self.tile.valid
-
-
-class SplitMismatchError(DatasetError):
-    """The model's training dataset no longer gives the split the model was trained on."""
-
-
-def config_of_model(meta: ModelMeta) -> RunConfig:
-    """The model's training config, migrated from its version; unknown settings of an
-    older or newer stored config are ignored with a warning."""
-    return load_stored_config(meta.config, meta.config.get("config_version", meta.config_version))
-
-
-def training_dataset(meta: ModelMeta, cfg: RunConfig) -> Path:
-    """The dataset the model was trained on (absolute when the model file records it)."""
-    return Path(meta.split.get("dataset") or cfg.data.path)
-
-
-def is_training_dataset(meta: ModelMeta, cfg: RunConfig, dataset_path: str | Path | None) -> bool:
-    if dataset_path is None:
-        return True
-    return Path(dataset_path).resolve() == training_dataset(meta, cfg).resolve()
-
-
-def split_of_model(
-    meta: ModelMeta,
-    dataset_path: str | Path | None,
-    split: str = "test",
-    model_path: str | Path | None = None,
-) -> list[Pair]:
-    """The pairs to score for ``split``, with their split names.
-
-    The model's own dataset (``dataset_path`` None or the same path): the training
-    split, reproduced with the stored limit and split settings and checked against
-    the stored split hash (:class:`SplitMismatchError` when the dataset changed).
-    Another dataset: no training selection applies. ``all`` is every tile; otherwise
-    a predefined split is kept, or the stored seeded split settings (seed, fractions,
-    group regex) split that dataset, without the training ``data.limit``.
-    """
-    cfg = config_of_model(meta)
-    if not is_training_dataset(meta, cfg, dataset_path):
-        index = find_dataset(dataset_path)
-        return index.pairs if split == "all" else split_pairs(index, cfg.data.split)
-    path = training_dataset(meta, cfg)
-    index = find_dataset(path)
-    if cfg.data.limit:
-        index.pairs = index.pairs[: cfg.data.limit]
-    pairs = split_pairs(index, cfg.data.split)
-    stored = meta.split
-    if stored.get("sha256"):
-        got = split_signature(pairs, path)
-        if got["sha256"] != stored["sha256"]:
-            raise SplitMismatchError(
-                f"{model_path or 'model'}: dataset {path} no longer gives the model's training "
-                f"split ({got['tiles']} tiles now, {stored.get('tiles')} at training, split hash "
-                "differs); the dataset changed: evaluate the run's split.csv or pass the "
-                "dataset explicitly as another dataset"
-            )
-    return pairs
 
 
 def tile_dataset(meta: ModelMeta, pairs: list[Pair]) -> TileDataset:
@@ -210,13 +161,21 @@ def check_evaluate(
     device: str = "auto",
     blend: str | Path | None = None,
     blend_weight: float | None = None,
+    precision: str | None = None,
+    calibration: str | Path | None = None,
+    calibration_tiles: int = DEFAULT_CALIBRATION_TILES,
 ) -> list[Problem]:
     """The one check of an evaluation's (and a split prediction's) inputs: every problem
     keyed by field (``model``, ``dataset``, ``split``, ``threshold``, ``device``,
-    ``blend``, ``blend_weight``), before the network is built or anything is written.
-    With ``blend`` (a second model, :mod:`.combine`), both models must score the same
-    tiles in ``split`` and in val (where the weight is chosen)."""
+    ``blend``, ``blend_weight``, ``precision``, ``calibration``), before the network is
+    built or anything is written. With ``blend`` (a second model, :mod:`.combine`), both
+    models must score the same tiles in ``split`` and in val (where the weight is
+    chosen)."""
     problems: list[Problem] = []
+    if precision not in (None, *EVAL_PRECISIONS):
+        problems.append(
+            Problem("precision", f"precision must be auto, fp32, bf16 or int8, got {precision!r}")
+        )
     if split not in ("train", "val", "test", "all"):
         problems.append(Problem("split", f"split must be train, val, test or all, got {split!r}"))
     if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -229,6 +188,10 @@ def check_evaluate(
         meta = read_model_meta(model_path)  # metadata only: the weights are not read
     except UserError as exc:
         return problems + [Problem.of("model", exc)]
+    if precision == "int8":
+        from ..segment.int8 import calibration_problems
+
+        problems += calibration_problems(meta, calibration, calibration_tiles)
     if any(p.field == "split" for p in problems):
         return problems
     try:
@@ -278,14 +241,21 @@ def predict_split(
     tta: bool | None = None,
     device: str = "auto",
     precision: str | None = None,
+    calibration: str | Path | None = None,
+    calibration_tiles: int = DEFAULT_CALIBRATION_TILES,
 ) -> tuple[ModelMeta, list[TilePrediction]]:
     """Load a model (run folder or model file) and predict one split (or ``all``).
 
     The tiles are chosen by :func:`split_of_model`: the training split on the model's
     own dataset, every tile (``all``) of another dataset. ``precision`` (auto, fp32,
-    bf16) overrides the model's stored ``train.precision``.
+    bf16) overrides the model's stored ``train.precision``; ``int8`` runs the model's
+    int8 ONNX graph on ONNX Runtime (quantised as ``segment --precision int8`` does,
+    with ``calibration`` / ``calibration_tiles``, and cached).
     """
-    raise_problems(check_evaluate(model_path, dataset_path, split, None, device))
+    raise_problems(
+        check_evaluate(model_path, dataset_path, split, None, device, precision=precision,
+                       calibration=calibration, calibration_tiles=calibration_tiles)
+    )  # fmt: skip
     if read_model_meta(model_path).is_pixel_model:  # LightGBM: no network, no device
         from ..models.pixel_gbm import PixelModel
 
@@ -294,7 +264,11 @@ def predict_split(
         pairs = _split_tiles(meta, dataset_path, split, model_path)
         return meta, predict_pixel_model(pixel_model, pairs, progress, cancel)
     dev = resolve_device(device)
-    model, meta = load_model(model_path, dev)
+    if precision == "int8":
+        model, meta = _int8_net(model_path, calibration, calibration_tiles, device, progress)
+        precision = "fp32"  # of the (absent) torch network: the graph is int8
+    else:
+        model, meta = load_model(model_path, dev)
     pairs = _split_tiles(meta, dataset_path, split, model_path)
     if tta is None:
         tta = config_of_model(meta).train.tta
@@ -310,6 +284,17 @@ def _split_tiles(meta, dataset_path, split: str, model_path) -> list[Pair]:
     if not pairs:
         raise InputError(f"split {split!r} has no tiles")
     return pairs
+
+
+def _int8_net(model_path, calibration, calibration_tiles, device, progress):
+    """The model's int8 ONNX graph (:func:`core.segment.int8.int8_model`) as a
+    :class:`~.predict.ProbabilityNet`, and the model's metadata."""
+    from ..segment.backends import OnnxBackend
+    from ..segment.int8 import int8_model
+
+    path = int8_model(model_path, calibration, calibration_tiles, progress=progress)
+    backend = OnnxBackend(path, device="cpu" if device == "cpu" else "auto")
+    return ProbabilityNet(backend.predict), read_model_meta(model_path)
 
 
 def write_per_image_csv(rows: list[dict], path: str | Path) -> None:
@@ -335,6 +320,8 @@ def evaluate(
     precision: str | None = None,
     blend: str | Path | None = None,
     blend_weight: float | None = None,
+    calibration: str | Path | None = None,
+    calibration_tiles: int = DEFAULT_CALIBRATION_TILES,
 ) -> EvalResult:
     """Metrics of a saved model on a split, at its stored threshold unless given:
     pixel metrics and plant-level results (``result.plants``; one row per plant in
@@ -347,21 +334,34 @@ def evaluate(
     / ``val`` / ``train`` use its predefined split, or, when it has none, the model's
     seeded split settings (seed, fractions, group regex) applied to it. Training-time
     tile selection (``data.limit``, the training split) never applies to it.
-    ``precision`` (auto, fp32, bf16) overrides the model's stored ``train.precision``.
+    ``precision`` (auto, fp32, bf16) overrides the model's stored ``train.precision``;
+    ``int8`` scores the model's int8 ONNX graph (see :func:`predict_split`).
 
     ``blend`` (a second model) scores the average ``(1 - w) * p + w * p_blend`` with
     the weight ``blend_weight``, or chosen on val with the threshold (:mod:`.combine`);
     ``result.metrics`` then also has ``blend_weight`` and ``blend_val_iou``.
     """
     raise_problems(
-        check_evaluate(model_path, dataset_path, split, threshold, device, blend, blend_weight)
+        check_evaluate(
+            model_path,
+            dataset_path,
+            split,
+            threshold,
+            device,
+            blend,
+            blend_weight,
+            precision,
+            calibration,
+            calibration_tiles,
+        )
     )
     if blend is not None:
         from .combine import evaluate_blend
 
         def predict(path, which):
             return predict_split(path, dataset_path, which, progress, cancel, tta=tta,
-                                 device=device, precision=precision)[1]  # fmt: skip
+                                 device=device, precision=precision, calibration=calibration,
+                                 calibration_tiles=calibration_tiles)[1]  # fmt: skip
 
         skip = config_of_model(read_model_meta(model_path)).data.skip_blank_in_metrics
         result, choice, preds = evaluate_blend(
@@ -378,6 +378,8 @@ def evaluate(
             tta=tta,
             device=device,
             precision=precision,
+            calibration=calibration,
+            calibration_tiles=calibration_tiles,
         )
         skip = config_of_model(meta).data.skip_blank_in_metrics
         threshold = meta.threshold if threshold is None else threshold

@@ -33,16 +33,39 @@ def forward_logits(model: nn.Module, x: torch.Tensor, numerics: Numerics = FP32)
         return model(numerics.prepare_input(x)).float()
 
 
+class ProbabilityNet(nn.Module):
+    """In place of a network: a function of numpy batches that returns probabilities
+    (a segment backend's ``predict``, e.g. an int8 ONNX graph on ONNX Runtime), for
+    ``evaluate --precision int8``. :func:`forward_probability` applies no sigmoid to it."""
+
+    outputs_probability = True
+
+    def __init__(self, predict):
+        super().__init__()
+        self.predict = predict
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prob = self.predict(np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32))
+        return torch.from_numpy(prob).to(x.device)
+
+
+def _probability(model: nn.Module, x: torch.Tensor, numerics: Numerics) -> torch.Tensor:
+    if getattr(model, "outputs_probability", False):
+        return model(x)
+    return torch.sigmoid(forward_logits(model, x, numerics))
+
+
 def forward_probability(
     model: nn.Module, x: torch.Tensor, tta: bool = False, numerics: Numerics = FP32
 ) -> torch.Tensor:
-    """Sigmoid of the model's float32 logits, optionally averaged over flips (TTA)."""
+    """Sigmoid of the model's float32 logits (a :class:`ProbabilityNet`'s output as it
+    is), optionally averaged over flips (TTA)."""
     if not tta:
-        return torch.sigmoid(forward_logits(model, x, numerics))
+        return _probability(model, x, numerics)
     total = torch.zeros((x.shape[0], 1, *x.shape[2:]), device=x.device)
     for dims in FLIPS:
         xi = x.flip(dims) if dims else x
-        p = torch.sigmoid(forward_logits(model, xi, numerics))
+        p = _probability(model, xi, numerics)
         total += p.flip(dims) if dims else p
     return total / len(FLIPS)
 

@@ -54,10 +54,11 @@ import numpy as np
 import torch
 
 from ..data.transforms import downscale_probability, upscale
-from ..errors import InputError
+from ..errors import InputError, Problem, UserError, raise_problems
 from ..io import atomic_path
 from .build import load_model
-from .meta import ONNX_META_KEY, ModelMeta, check_input_side
+from .meta import ONNX_META_KEY, ModelMeta, check_input_side, read_model_meta
+from .onnx_metadata import GRAPH_PRECISION_KEY, write_metadata
 
 ONNX_FORMAT = "solarseg-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -86,9 +87,13 @@ def export_onnx(
     docstring). The export is checked with ONNX Runtime against PyTorch (for the
     solarseg profile on a tile shape different from the traced one, which proves the
     dynamic axes work) before the file is renamed into place.
+
+    An int8 file: :func:`core.segment.int8.export_int8` (it needs calibration tiles,
+    prepared as segmentation prepares its windows).
     """
     if profile not in PROFILES:
         raise InputError(f"unknown ONNX export profile {profile!r}; choose one of {PROFILES}")
+    raise_problems(check_export_onnx(model_path, profile))
     model, meta = load_model(model_path, "cpu")
     meta = _override(meta, tile_size, overlap)
     if profile == "deepness":
@@ -102,6 +107,32 @@ def export_onnx(
         _add_metadata(tmp, meta, resolution_cm)
         _check_export(net, tmp, meta)
     return out_path
+
+
+def check_export_onnx(
+    model_path: str | Path, profile: str = "solarseg", precision: str = "fp32"
+) -> list[Problem]:
+    """The check of an fp32 export's inputs, keyed by field (``profile``, ``precision``,
+    ``model``), before anything is written (int8: :func:`core.segment.int8.check_export_int8`,
+    which calls this one)."""
+    from .quantize import ONNX_BF16_REASON
+
+    problems: list[Problem] = []
+    if profile not in PROFILES:
+        problems.append(
+            Problem("profile", f"unknown ONNX export profile {profile!r}; choose one of {PROFILES}")
+        )
+    if precision == "bf16":
+        problems.append(Problem("precision", f"{ONNX_BF16_REASON}: export fp32 or int8"))
+    elif precision not in ("fp32", "int8"):
+        problems.append(
+            Problem("precision", f"export precision must be fp32 or int8, got {precision!r}")
+        )
+    try:
+        read_model_meta(model_path)
+    except UserError as exc:
+        problems.append(Problem.of("model", exc))
+    return problems
 
 
 def _override(meta: ModelMeta, tile_size: int | None, overlap: int | None) -> ModelMeta:
@@ -178,7 +209,7 @@ def _export_deepness(
         )
         # The exporter's shape inference leaves the output's height and width symbolic
         # (and mislabelled) after Resize/AveragePool; state the static shape it has.
-        _write_metadata(tmp, props, doc, output_shape=("batch", 1, side, side))
+        write_metadata(tmp, props, doc, output_shape=("batch", 1, side, side))
         shape = (2, meta.in_channels, side, side)
         _check_export(net, tmp, meta, shape)
     return out_path
@@ -265,34 +296,15 @@ def _add_metadata(path: Path, meta: ModelMeta, resolution_cm: float | None) -> N
         "format": ONNX_FORMAT,
         "format_version": ONNX_FORMAT_VERSION,
         "output": "probability",
+        GRAPH_PRECISION_KEY: "fp32",
     }
-    props = {ONNX_META_KEY: json.dumps(solarseg), **deepness_metadata(meta, resolution_cm)}
+    props = {ONNX_META_KEY: json.dumps(solarseg), "precision": "fp32",
+             **deepness_metadata(meta, resolution_cm)}  # fmt: skip
     doc = (
         "SolarSeg solar-panel segmentation. input: float32 NCHW (band - mean) / std; "
         "output: float32 N1HW probabilities (sigmoid included)."
     )
-    _write_metadata(path, props, doc)
-
-
-def _write_metadata(
-    path: Path, props: dict[str, str], doc: str, output_shape: tuple | None = None
-) -> None:
-    import onnx
-
-    graph = onnx.load(str(path))
-    if output_shape is not None:
-        dims = graph.graph.output[0].type.tensor_type.shape.dim
-        for dim, value in zip(dims, output_shape, strict=True):
-            if isinstance(value, str):
-                dim.dim_param = value
-            else:
-                dim.dim_value = value
-    del graph.metadata_props[:]
-    for key, value in props.items():
-        entry = graph.metadata_props.add()
-        entry.key, entry.value = key, value
-    graph.doc_string = doc
-    onnx.save(graph, str(path))
+    write_metadata(path, props, doc)
 
 
 def _check_export(net, path: Path, meta: ModelMeta, shape: tuple | None = None) -> None:

@@ -61,6 +61,7 @@ class TorchBackend:
     """
 
     name = "torch"
+    calibration = None  # int8 only (ONNX Runtime)
 
     def __init__(
         self,
@@ -179,6 +180,11 @@ class OnnxBackend:
         self.input_name = self.session.get_inputs()[0].name
         props = self.session.get_modelmeta().custom_metadata_map
         self.meta, self.outputs_logits = _meta_from_props(props, self.path)
+        # "int8" for a file quantised by core.models.quantize (its metadata says so),
+        # with the calibration it was made with; "fp32" for any other graph.
+        raw = json.loads(props[ONNX_META_KEY])
+        self.precision = str(raw.get("graph_precision", "fp32"))
+        self.calibration = raw.get("calibration")
         self.tta = tta
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -242,8 +248,13 @@ def load_backend(
     precision: str = "fp32",
 ) -> tuple[Backend, ModelMeta]:
     """A backend and the model's metadata from a run folder, a ``.pt`` model file or an
-    ``.onnx`` file. ``precision`` (fp32, bf16, auto) is the torch backend's; ONNX
-    Runtime runs the graph in fp32.
+    ``.onnx`` file.
+
+    ``precision``: ``fp32``, ``bf16`` / ``auto`` (the torch backend's autocast; ONNX
+    Runtime refuses bf16 and runs auto as fp32), or ``int8``: an int8 ONNX file on ONNX
+    Runtime whatever ``backend`` says. A ``.pt`` or fp32 ``.onnx`` model is quantised
+    before, by :func:`core.segment.int8.model_for_precision` (it needs calibration
+    tiles). An int8 ``.onnx`` file runs as int8 whatever ``precision`` says (but bf16).
 
     ``backend="onnx"`` with a PyTorch model file exports it to a temporary ONNX file
     first (a few seconds); a LightGBM model file runs on :class:`PixelBackend` (asked
@@ -252,7 +263,22 @@ def load_backend(
     """
     if backend not in ("torch", "onnx"):
         raise InputError(f"unknown backend {backend!r}; choose 'torch' or 'onnx'", "backend")
+    if precision == "int8":
+        from ..models.onnx_metadata import is_int8_file
+
+        if not is_int8_file(model_path):
+            raise InputError(
+                f"{model_path}: not an int8 ONNX file; quantise it first "
+                "(core.segment.int8.int8_model, or export-onnx --precision int8)",
+                "precision",
+            )
+        onnx_backend = OnnxBackend(Path(model_path), device=device, tta=tta)
+        return onnx_backend, onnx_backend.meta
     path = Path(model_path)
+    if backend == "onnx" and precision == "bf16":
+        from ..models.quantize import ONNX_BF16_MESSAGE
+
+        raise InputError(ONNX_BF16_MESSAGE, "precision")
     if path.suffix.lower() == ".onnx":
         if backend != "onnx":
             raise InputError(

@@ -4,6 +4,8 @@ Pipeline (see :func:`segment_raster`):
 
 1. The model (run folder, ``.pt`` model file or ``.onnx`` file) gives the band selection,
    normalisation, threshold, upscale factor, pad multiple and default tile size/overlap.
+   ``precision`` int8 runs its int8 ONNX graph (quantised first, calibrated on training
+   tiles prepared by :func:`.inputs.network_inputs`: :mod:`core.segment.int8`).
 2. A reader thread reads the next batch of windows (rasterio windowed reads of the
    selected bands), computes validity (declared nodata, -9999, NaN), normalises and
    reflect-pads them while the current batch is being predicted.
@@ -18,6 +20,9 @@ Pipeline (see :func:`segment_raster`):
 6. Optionally (``reference``), the mask is matched with reference polygons plant by
    plant: ``plants.csv`` and ``plants.gpkg`` (:mod:`core.segment.reference`).
 
+The rasters' GDAL metadata and the result record the backend and precision the network
+ran in (and int8's calibration).
+
 Outputs live under temporary names until everything succeeded; a failure or a cancel
 removes them.
 """
@@ -25,43 +30,42 @@ removes them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-from rasterio.windows import Window as RioWindow
 
 from ..data.rasters import (
-    RasterError,
-    check_bands,
-    normalize,
-    open_raster,
     raster_info,
-    reading,
-    valid_mask,
 )
-from ..errors import InputError, Problem, UserError, raise_problems
-from ..models.meta import ModelMeta, min_input_side
+from ..errors import Problem, UserError, raise_problems
+from ..models.meta import ModelMeta
 from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cancel, no_progress
 from .backends import Backend, load_backend, read_meta
 from .blend import StripBlender
 from .drift import drift_warning
+from .inputs import (  # noqa: F401 (network_inputs: public here too)
+    RasterPlan,
+    WindowReader,
+    batched,
+    network_input,
+    network_inputs,
+    plan_raster,
+)
+from .int8 import int8_problems, model_for_precision
 from .options import ReferenceOptions, SegmentOptions  # noqa: F401 (public here too)
 from .polygons import polygonize_mask, raster_area_m2
 from .reference import PLANTS_CSV, PLANTS_GPKG, open_reference, score_scene
-from .resample import downscale_mean, upscale_bicubic
-from .windows import Window, WindowGrid, pad_to_tile
+from .resample import downscale_mean
+from .windows import WindowGrid
 from .writers import (
     MASK_FILENAME,
     POLYGONS_FILENAME,
     PROBABILITY_FILENAME,
     OutputRasters,
-    RasterGrid,
     atomic_outputs,
     check_outputs,
 )
@@ -96,6 +100,10 @@ class SegmentResult:
     overlap: int
     backend: str
     timings: dict[str, float] = field(default_factory=dict)
+    # The network's arithmetic as it ran (fp32, bf16, int8) and, for int8, the
+    # calibration record of the quantised graph (source, split, tiles, seed).
+    precision: str = "fp32"
+    calibration: dict[str, Any] | None = None
     # With reference polygons: the plant tables and the plant-level summary.
     plants_csv_path: Path | None = None
     plants_gpkg_path: Path | None = None
@@ -124,147 +132,18 @@ class SegmentResult:
         )
 
 
-@dataclass
-class _Plan:
-    """Everything resolved from the model, the raster and the options."""
-
-    raster_path: Path
-    grid: RasterGrid
-    nodata: float | None
-    bands: list[int]
-    mean: list[float]
-    std: list[float]
-    tile: int
-    overlap: int
-    upscale: int
-    threshold: float
-
-
-def _plan(raster_path: Path, meta: ModelMeta, options: SegmentOptions) -> _Plan:
-    with open_raster(raster_path) as src:
-        grid = RasterGrid.from_rasterio(src)
-        count, nodata = src.count, src.nodata
-    model_bands = list(meta.bands) if meta.bands else list(range(1, meta.in_channels + 1))
-    if options.bands is not None:
-        bands = [int(b) for b in options.bands]
-        if len(bands) != meta.in_channels:
-            raise InputError(
-                f"the band mapping {bands} has {len(bands)} band(s) but the model takes "
-                f"{meta.in_channels} input(s) (its own selection: bands {model_bands})",
-                "bands",
-            )
-        try:
-            bands = check_bands(bands, count, raster_path)
-        except RasterError as exc:
-            exc.field = "bands"  # the mapping is at fault, not the raster
-            raise
-    else:
-        bands = model_bands
-        missing = [b for b in bands if b > count]
-        if missing or len(bands) != meta.in_channels:
-            raise RasterError(
-                f"{raster_path}: the model needs bands {bands} ({meta.in_channels} inputs) "
-                f"but the raster has {count} band(s) (band(s) {missing} not found); map the "
-                f"raster's bands onto the model's inputs explicitly, e.g. bands="
-                f"{[min(b, count) for b in bands]} (--bands "
-                f"{','.join(str(min(b, count)) for b in bands)})",
-                "bands",
-            )
-    tile = options.tile_size or meta.tile_size
-    overlap = meta.overlap if options.overlap is None else options.overlap
-    upscale = int(meta.upscale or 1)
-    if (tile * upscale) % meta.pad_multiple:
-        raise InputError(
-            f"tile size {tile} x upscale {upscale} = {tile * upscale} must be a multiple of "
-            f"the model's pad multiple {meta.pad_multiple} (e.g. tile size "
-            f"{-(-tile * upscale // meta.pad_multiple) * meta.pad_multiple // upscale})",
-            "tile_size",
-        )
-    if tile * upscale < min_input_side(meta.arch):
-        raise InputError(f"tile size {tile} is too small for a {meta.arch} model", "tile_size")
-    if not 0 <= overlap < tile:
-        raise InputError(f"overlap must be in [0, tile size {tile}), got {overlap}", "overlap")
-    threshold = meta.threshold if options.threshold is None else options.threshold
-    return _Plan(
-        raster_path=raster_path,
-        grid=grid,
-        nodata=nodata,
-        bands=bands,
-        mean=list(meta.mean),
-        std=list(meta.std),
-        tile=tile,
-        overlap=overlap,
-        upscale=upscale,
-        threshold=float(threshold),
-    )
-
-
-@dataclass
-class _Batch:
-    windows: list[Window]
-    x: np.ndarray  # (N, C, tile, tile) float32, normalised and padded
-    valid: list[np.ndarray]  # per window (height, width) bool, inside the raster only
-
-
-class _WindowReader:
-    """Reads, normalises and pads windows. Used only from the reader thread.
-
-    The source is reopened for every grid row of windows: closing a dataset drops its
-    blocks from GDAL's process-wide block cache, which would otherwise grow with the
-    raster (up to 5% of RAM) and make peak memory depend on raster size.
-    """
-
-    def __init__(self, plan: _Plan):
-        self.plan = plan
-        self._src: Any = None
-        self._row = -1
-
-    def _dataset(self, row: int) -> Any:
-        if row != self._row or self._src is None:
-            self.close()
-            self._src = open_raster(self.plan.raster_path)
-            self._row = row
-        return self._src
-
-    def read(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
-        src = self._dataset(win.row)
-        with reading(self.plan.raster_path):
-            data = src.read(self.plan.bands, window=RioWindow(win.x, win.y, win.width, win.height))
-        valid = valid_mask(data, self.plan.nodata)
-        x = normalize(data.astype(np.float32, copy=False), valid, self.plan.mean, self.plan.std)
-        return pad_to_tile(x, self.plan.tile), valid
-
-    def read_batch(self, windows: list[Window]) -> _Batch:
-        # A rasterio environment for this thread: GDAL then reports a failed block read
-        # through Python logging (and the RasterError) instead of printing
-        # "ERROR 1: ..." lines on stderr.
-        with rasterio.Env():
-            xs, valids = zip(*(self.read(w) for w in windows), strict=True)
-        return _Batch(list(windows), np.stack(xs), list(valids))
-
-    def close(self) -> None:
-        if self._src is not None:
-            self._src.close()
-            self._src = None
-
-
 def make_predict(backend: Backend, upscale: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``backend.predict`` wrapped with the model's upscale: bicubic upscaling of the
-    normalised tiles before, area averaging of the probabilities after; the same
-    resampling training uses (:mod:`core.segment.resample`, numpy, no torch needed)."""
+    """``backend.predict`` wrapped with the model's upscale: :func:`network_input`
+    before, area averaging of the probabilities back to source pixels after (numpy,
+    no torch needed)."""
     if upscale == 1:
         return backend.predict
 
     def predict(x: np.ndarray) -> np.ndarray:
-        prob = backend.predict(upscale_bicubic(x, upscale))
+        prob = backend.predict(network_input(x, upscale))
         return downscale_mean(prob, upscale)
 
     return predict
-
-
-def _batches(windows: Iterator[Window], size: int) -> Iterator[list[Window]]:
-    while batch := list(islice(windows, size)):
-        yield batch
 
 
 @dataclass
@@ -274,7 +153,7 @@ class _Counts:
 
 
 def _run_windows(
-    plan: _Plan,
+    plan: RasterPlan,
     predict: Callable[[np.ndarray], np.ndarray],
     outputs: OutputRasters,
     batch_size: int,
@@ -294,8 +173,8 @@ def _run_windows(
         counts.nodata_pixels += int(valid.size - np.count_nonzero(valid))
         counts.panel_pixels += int(np.count_nonzero(valid & (prob >= np.float32(plan.threshold))))
 
-    batches = _batches(iter(wgrid), batch_size)
-    reader = _WindowReader(plan)
+    batches = batched(iter(wgrid), batch_size)
+    reader = WindowReader(plan)
     start = time.perf_counter()
     done, row = 0, 0
     pending: Future | None = None
@@ -361,6 +240,10 @@ def segment_raster(
     # Every refused input, before the model is loaded and before anything is written.
     raise_problems(check_segment(model_path, raster_path, out_dir, options)[0])
     t0 = time.perf_counter()
+    model_path = model_for_precision(
+        model_path, options.precision, options.calibration, options.calibration_tiles,
+        progress=progress,
+    )  # fmt: skip
     backend, meta = load_backend(
         model_path, options.backend, options.device, options.tta, options.precision
     )
@@ -390,24 +273,30 @@ def check_segment(
         check_outputs(_final_paths(Path(out_dir), options), options.overwrite)
     except UserError as exc:
         problems.append(Problem.of("out", exc))
-    if Path(model_path).suffix.lower() == ".onnx" and options.backend == "torch":
+    if Path(model_path).suffix.lower() == ".onnx" and options.run_backend == "torch":
         problems.append(
             Problem("backend", f"{model_path}: an ONNX file runs on the 'onnx' backend")
         )
+    if options.precision == "bf16" and options.run_backend == "onnx":
+        from ..models.quantize import ONNX_BF16_MESSAGE
+
+        problems.append(Problem("precision", ONNX_BF16_MESSAGE))
     problems += _device_problems(options)
     meta = None
     try:
         meta = read_meta(model_path)
     except UserError as exc:
         problems.append(Problem.of("model", exc))
-    if meta is not None and meta.is_pixel_model and options.backend == "onnx":
+    if meta is not None and meta.is_pixel_model and options.run_backend == "onnx":
         problems.append(Problem("backend", f"{model_path}: a LightGBM model runs on the "
                                 "'torch' backend (it has no ONNX graph)"))  # fmt: skip
+    elif meta is not None and options.precision == "int8":
+        problems += int8_problems(model_path, meta, options.calibration, options.calibration_tiles)
     try:
         if meta is None or any(p.field in ("tile_size", "overlap", "bands") for p in problems):
             raster_info(raster_path)  # at least: is the raster readable?
         else:
-            _plan(Path(raster_path), meta, options)
+            plan_raster(Path(raster_path), meta, options)
     except UserError as exc:
         problems.append(Problem.of("raster", exc))
     if options.reference is not None:
@@ -423,7 +312,7 @@ def _device_problems(options: SegmentOptions) -> list[Problem]:
     The torch backend's device is checked when torch is asked for CUDA or fp16; the ONNX
     backend's against ONNX Runtime's providers (without importing torch)."""
     device = (options.device or "auto").strip().lower()
-    if options.backend == "onnx":
+    if options.run_backend == "onnx":
         import onnxruntime as ort
 
         from .backends import onnx_providers
@@ -455,6 +344,16 @@ def _final_paths(out_dir: Path, options: SegmentOptions) -> list[Path]:
     return paths + ([out_dir / PLANTS_CSV, out_dir / PLANTS_GPKG] if options.reference else [])
 
 
+def output_tags(backend: str, precision: str, calibration: dict | None) -> dict[str, str]:
+    """GDAL metadata of probability.tif and mask.tif: how the network ran."""
+    tags = {"SOLARSEG_BACKEND": backend, "SOLARSEG_PRECISION": precision}
+    if calibration:
+        tags["SOLARSEG_CALIBRATION_SOURCE"] = str(calibration.get("source", ""))
+        tags["SOLARSEG_CALIBRATION_SPLIT"] = str(calibration.get("split", ""))
+        tags["SOLARSEG_CALIBRATION_TILES"] = str(calibration.get("tiles", ""))
+    return tags
+
+
 def segment_with_backend(
     backend: Backend,
     meta: ModelMeta,
@@ -470,7 +369,7 @@ def segment_with_backend(
     options.validate()
     t0 = time.perf_counter()
     raster_path, out_dir = Path(raster_path), Path(out_dir)
-    plan = _plan(raster_path, meta, options)
+    plan = plan_raster(raster_path, meta, options)
     finals = _final_paths(out_dir, options)
     predict = make_predict(backend, plan.upscale)
     drift = drift_warning(raster_path, plan.bands, plan.mean, plan.std, plan.nodata)
@@ -483,9 +382,12 @@ def segment_with_backend(
     timings: dict[str, float] = {}
     check_cancel(cancel)
     with atomic_outputs(finals, options.overwrite) as tmps:
+        precision = str(getattr(backend, "precision", "fp32"))
+        calibration = getattr(backend, "calibration", None)
         outputs = OutputRasters(
-            tmps[0], tmps[1], plan.grid, options.probability_dtype, plan.threshold
-        )
+            tmps[0], tmps[1], plan.grid, options.probability_dtype, plan.threshold,
+            tags=output_tags(backend.name, precision, calibration),
+        )  # fmt: skip
         try:
             n_windows, counts = _run_windows(
                 plan, predict, outputs, options.batch_size, progress, cancel, scale
@@ -539,6 +441,8 @@ def segment_with_backend(
         overlap=plan.overlap,
         backend=backend.name,
         timings=timings,
+        precision=precision,
+        calibration=calibration,
         plants_csv_path=finals[-2] if plants is not None else None,
         plants_gpkg_path=finals[-1] if plants is not None else None,
         plants=plants.summary() if plants is not None else None,

@@ -17,6 +17,10 @@ Scene names are the rasters' file stems (``a.tif`` -> ``OUT/a/``); a stem seen a
 gets ``-2``, ``-3``... in input order (:mod:`core.segment.scenes`, pure Python, which the
 QGIS plugin uses too).
 
+``--precision int8`` with a ``.pt`` or fp32 ``.onnx`` model: the client quantises it
+once (:func:`core.segment.int8.int8_model`) into ``OUT/.int8/``, which every worker
+must see anyway, and the workers load that file.
+
 A bad scene (unreadable, wrong bands, damaged blocks) becomes a ``failed`` row of the
 summary and the others go on. A worker that dies mid-scene is replaced by Dask (its
 nanny) and the scene runs again on a live worker (Dask's own rescheduling, up to
@@ -64,6 +68,7 @@ MARKER_FILENAME = "scene.json"
 SUMMARY_FILENAME = "summary.csv"
 MERGED_FILENAME = "panels.gpkg"
 MARKER_VERSION = 1
+INT8_CACHE_DIRNAME = ".int8"  # OUT/.int8/: the int8 model of a --precision int8 run
 SUMMARY_COLUMNS = ("scene", "raster", "pixels", "km2", "seconds", "panels", "panels_merged",
                    "hectares", "status", "error", "warning")  # fmt: skip
 # Options that do not change a scene's outputs (not part of the done-marker key).
@@ -216,16 +221,17 @@ _BACKENDS: dict[tuple, tuple[Any, Any]] = {}
 _BACKENDS_LOCK = threading.Lock()
 
 
-def _worker_backend(model: str, backend: str, device: str, tta: bool):
-    """This worker process's backend for the model, loaded once (threads share it)."""
+def _worker_backend(model: str, backend: str, device: str, tta: bool, precision: str = "fp32"):
+    """This worker process's backend for the model, loaded once (threads share it). An
+    int8 run hands the workers the int8 file the client made (nothing to quantise)."""
     from .backends import load_backend
 
     st = os.stat(model) if os.path.isfile(model) else None
-    key = (model, backend, device, tta, st.st_mtime_ns if st else None)
+    key = (model, backend, device, tta, precision, st.st_mtime_ns if st else None)
     with _BACKENDS_LOCK:
         if key not in _BACKENDS:
             _BACKENDS.clear()  # one model per worker
-            _BACKENDS[key] = load_backend(model, backend, device, tta)
+            _BACKENDS[key] = load_backend(model, backend, device, tta, precision)
         return _BACKENDS[key]
 
 
@@ -281,7 +287,7 @@ def run_scene(
         out.mkdir(parents=True, exist_ok=True)
         (out / MARKER_FILENAME).unlink(missing_ok=True)  # not complete until rewritten
         _remove_leftovers(out)
-        backend, meta = _worker_backend(model, opts.backend, opts.device, opts.tta)
+        backend, meta = _worker_backend(model, opts.backend, opts.device, opts.tta, opts.precision)
         result = segment_with_backend(
             backend, meta, raster, out, opts, cancel=_event_cancel(cancel_event)
         )
@@ -379,9 +385,18 @@ def check_segment_many(
     except UserError as exc:
         problems.append(Problem.of("inputs", exc))
     try:
-        read_meta(model_path)
+        meta = read_meta(model_path)
     except UserError as exc:
+        meta = None
         problems.append(Problem.of("model", exc))
+    if options.precision == "bf16" and options.run_backend == "onnx":
+        from ..models.quantize import ONNX_BF16_MESSAGE
+
+        problems.append(Problem("precision", ONNX_BF16_MESSAGE))
+    if meta is not None and options.precision == "int8":
+        from .int8 import int8_problems
+
+        problems += int8_problems(model_path, meta, options.calibration, options.calibration_tiles)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         problems.append(Problem("out", f"{out}: not a folder"))
@@ -538,6 +553,15 @@ def segment_many(
 
     workers = 0
     cancelled = False
+    model = str(Path(model_path).resolve())
+    if todo and options.precision == "int8":
+        # Quantised once, here, into OUT/.int8/ (every worker sees OUT); workers load it.
+        from .int8 import int8_model
+
+        model = str(
+            int8_model(model_path, options.calibration, options.calibration_tiles,
+                       cache=out / INT8_CACHE_DIRNAME, progress=progress).resolve()
+        )  # fmt: skip
     if todo:
         check_cancel_now(cancel)
         client, closers, workers = _start_client(cluster)
@@ -545,7 +569,6 @@ def segment_many(
         try:
             event = Event(event_name, client=client)
             report(f"{len(todo)} scene(s) to segment on {workers} worker(s)")
-            model = str(Path(model_path).resolve())
             opts = asdict(options)
             window = max(2, 2 * workers * cluster.threads_per_worker)
             queue = list(todo)

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 
 from ..errors import Problem, raise_problems
 
-# The torch backend's arithmetic (fp16: CUDA only, checked with the device).
-SEGMENT_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
 # probability.tif: float32 0..1 (nodata NaN), or uint8 0..254 (scale 1/254, nodata 255).
 PROBABILITY_DTYPES = ("float32", "uint8")
+# The network's arithmetic (--precision): fp32; bf16 autocast (torch backend); int8
+# (ONNX Runtime static quantisation, core.segment.int8); fp16 autocast (torch on CUDA
+# only, checked with the device); auto (torch: bf16 on a CPU with native bf16, else fp32;
+# ONNX Runtime: fp32).
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
+DEFAULT_CALIBRATION_TILES = 64  # int8 calibration tiles (core.segment.int8)
 
 
 @dataclass
@@ -52,10 +55,21 @@ class SegmentOptions:
     overwrite: bool = False
     # Reference polygons: plant-level results in plants.csv / plants.gpkg.
     reference: ReferenceOptions | None = None
-    # Torch backend's arithmetic: fp32, bf16 (autocast), fp16 (autocast, CUDA only), or
-    # auto (bf16 on a CPU with native bf16, else fp32). fp32 by default: bf16 and fp16
-    # leave the 1e-3 agreement with ONNX.
+    # The network's arithmetic (PRECISIONS). fp32 by default: bf16, fp16 and int8 leave
+    # the 1e-3 agreement between backends. bf16 and fp16 (CUDA only) are the torch
+    # backend's autocast; int8 runs an int8 ONNX graph on ONNX Runtime whatever
+    # ``backend`` says (a .pt or fp32 .onnx model is quantised first, into a cache). An
+    # int8 .onnx file runs as int8.
     precision: str = "fp32"
+    # int8 calibration: a dataset folder (None: the model's training dataset, as
+    # recorded in the model file) and how many of its tiles.
+    calibration: str | None = None
+    calibration_tiles: int = DEFAULT_CALIBRATION_TILES
+
+    @property
+    def run_backend(self) -> str:
+        """The backend that runs: ``onnx`` for int8, else ``backend``."""
+        return "onnx" if self.precision == "int8" else self.backend
 
     def problems(self) -> list[Problem]:
         """Option values that cannot work, keyed by option name."""
@@ -82,11 +96,18 @@ class SegmentOptions:
             )
         if self.min_area_m2 < 0:
             out.append(Problem("min_area", f"minimum area must be >= 0 m², got {self.min_area_m2}"))
-        if self.precision not in SEGMENT_PRECISIONS:
+        if self.precision not in PRECISIONS:
             out.append(
                 Problem(
                     "precision",
-                    f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}",
+                    f"precision must be fp32, bf16, fp16, int8 or auto, got {self.precision!r}",
+                )
+            )
+        if self.calibration_tiles < 1:
+            out.append(
+                Problem(
+                    "calibration_tiles",
+                    f"calibration tiles must be >= 1, got {self.calibration_tiles}",
                 )
             )
         if self.bands is not None and not self.bands:

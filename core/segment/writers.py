@@ -9,6 +9,11 @@ geotransform, width, height). Encodings:
   kept free for nodata, the same convention as the mask;
 - mask, ``uint8``: 1 = panel (probability >= threshold), 0 = background, nodata 255.
 
+Both rasters carry dataset metadata (GDAL's ``GDAL_METADATA`` TIFF tag, ``gdalinfo`` /
+rasterio ``tags()``) saying how the network ran: ``SOLARSEG_BACKEND``,
+``SOLARSEG_PRECISION`` (fp32, bf16, int8) and, for int8, ``SOLARSEG_CALIBRATION_SOURCE``,
+``_SPLIT`` and ``_TILES``.
+
 Every pixel that is nodata in the source (see ``core.data.rasters.valid_mask``) is nodata
 in every output.
 
@@ -117,6 +122,7 @@ class GeoTiffWriter:
         nodata: float,
         description: str = "",
         scale: float | None = None,
+        tags: dict[str, str] | None = None,
     ):
         from osgeo import gdal
 
@@ -149,6 +155,8 @@ class GeoTiffWriter:
             self._ds.SetGeoTransform(grid.geotransform)
         if grid.crs_wkt:
             self._ds.SetProjection(grid.crs_wkt)
+        if tags:
+            self._ds.SetMetadata({str(k): str(v) for k, v in tags.items()})
         self._band = self._ds.GetRasterBand(1)
         self._band.SetNoDataValue(float(nodata))
         if description:
@@ -225,6 +233,7 @@ class OutputRasters:
         grid: RasterGrid,
         probability_dtype: str,
         threshold: float,
+        tags: dict[str, str] | None = None,
     ):
         if probability_dtype not in PROBABILITY_DTYPES:
             raise ValueError(
@@ -241,6 +250,7 @@ class OutputRasters:
             UINT8_NODATA if uint8 else float("nan"),
             "solar panel probability" + (" x 254 (255 = nodata)" if uint8 else ""),
             scale=1.0 / UINT8_PROBABILITY_SCALE if uint8 else None,
+            tags=tags,
         )
         try:
             self.mask = GeoTiffWriter(
@@ -250,6 +260,7 @@ class OutputRasters:
                 UINT8_NODATA,
                 f"solar panel mask at threshold {threshold:g} (1 panel, 0 background, "
                 "255 nodata)",
+                tags=tags,
             )
         except Exception:
             self.probability.close()

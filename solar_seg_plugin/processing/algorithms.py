@@ -51,6 +51,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..common import icon, parse_bands, tr
 from ..core.errors import UserError
+from ..core.segment.options import PRECISIONS  # pure Python: --precision of segment(-many)
 
 SPLITS = ["train", "val", "test"]
 DEVICES = ["auto", "cpu", "cuda"]
@@ -154,6 +155,7 @@ class _SegmentBase(_Base):
     TILE_SIZE, OVERLAP, BATCH_SIZE, BACKEND, DEVICE = (
         "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "BACKEND", "DEVICE"
     )  # fmt: skip
+    PRECISION, CALIBRATION = "PRECISION", "CALIBRATION"
     MIN_AREA, OUTPUT_FOLDER = "MIN_AREA", "OUTPUT_FOLDER"
 
     def add_model_parameters(self) -> None:
@@ -192,6 +194,22 @@ class _SegmentBase(_Base):
         self.addParameter(
             QgsProcessingParameterEnum(self.DEVICE, tr("Device"), DEVICES, defaultValue=0)
         )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.PRECISION,
+                tr("Precision (int8: ONNX Runtime, quantised once and cached; bf16: PyTorch)"),
+                list(PRECISIONS),
+                defaultValue=PRECISIONS.index("fp32"),
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.CALIBRATION,
+                tr("int8 calibration dataset folder (empty = the model's training dataset)"),
+                behavior=QgsProcessingParameterFile.Folder,
+                optional=True,
+            )
+        )
 
     def segment_options(
         self,
@@ -219,6 +237,8 @@ class _SegmentBase(_Base):
             bands=bands,
             backend=backend,
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            precision=PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)],
+            calibration=self.parameterAsFile(parameters, self.CALIBRATION, context) or None,
             polygons=polygons,
             min_area_m2=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             overwrite=overwrite,

@@ -56,9 +56,12 @@ def test_segment_raster(provider, scenes, tiny_run, tmp_path):
 
 def test_segment_many_rasters(provider, scenes, tiny_run, tmp_path):
     """Two crops of the real Haiti scene and the 3-band Landsat scene (fails, reported,
-    the others go on) through the engine's segment-many on a 1-worker local cluster."""
+    the others go on) through the engine's segment-many on a 1-worker local cluster, in
+    int8 (quantised once into OUT/.int8/, calibrated on the model's training tiles)."""
     import processing
+    import rasterio
 
+    from solar_seg_plugin.core.segment.options import PRECISIONS
     from tests.core.segment.helpers import crop_raster
 
     folder = tmp_path / "in"
@@ -76,6 +79,7 @@ def test_segment_many_rasters(provider, scenes, tiny_run, tmp_path):
             "TILE_SIZE": 128,
             "OVERLAP": 32,
             "DEVICE": 1,
+            "PRECISION": PRECISIONS.index("int8"),
             "WORKERS": 1,
             "OUTPUT_FOLDER": str(tmp_path / "many"),
         },
@@ -90,6 +94,9 @@ def test_segment_many_rasters(provider, scenes, tiny_run, tmp_path):
     assert panels.isValid() and panels.featureCount() == out["PANEL_COUNT"]
     assert "scene" in panels.fields().names()
     assert (tmp_path / "many" / "a" / "mask.tif").is_file()
+    with rasterio.open(tmp_path / "many" / "a" / "probability.tif") as src:
+        assert src.tags()["SOLARSEG_PRECISION"] == "int8"
+    assert len(list((tmp_path / "many" / ".int8").glob("*.int8.onnx"))) == 1
 
 
 def test_segment_raster_reports_band_error(provider, scenes, tiny_run, tmp_path):

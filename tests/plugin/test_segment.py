@@ -156,6 +156,51 @@ def test_landsat_three_bands_shows_band_error(dialog, scenes, tiny_run, tmp_path
     assert dialog.outcome is None and not (tmp_path / "landsat").exists()
 
 
+def test_int8_precision_runs_the_quantised_graph(dialog, austria, tiny_run, tmp_path, monkeypatch):
+    """Precision int8 on a real Austria chip: a missing calibration folder is refused
+    beside its field; with the model's own training tiles the engine quantises once into
+    the cache and the outputs say int8 (GDAL tags), as `segment --precision int8` does."""
+    monkeypatch.setenv("SOLARSEG_CACHE", str(tmp_path / "cache"))  # the engine inherits it
+    source = add_layer(austria / "images" / "S2_2022_101.tif")
+    dialog.layer_combo.setLayer(source)
+    dialog.model_edit.setText(str(tiny_run))
+    wait_for_model(dialog)
+    assert dialog.precision_combo.currentText() == "fp32"
+    assert not dialog.calibration_edit.isVisibleTo(dialog)  # for int8 only
+    dialog.precision_combo.setCurrentText("int8")
+    assert dialog.calibration_edit.isVisibleTo(dialog)
+    dialog.calibration_edit.setText(str(tmp_path / "nowhere"))
+    dialog.out_edit.setText(str(tmp_path / "int8"))
+    assert dialog.start()
+    wait_for_dialog(dialog)
+    errors = visible_errors(dialog)
+    assert (
+        "calibration" in errors
+        and "nowhere: calibration dataset not found" in errors["calibration"]
+    ), (dialog.status.text(), errors)
+    assert not (tmp_path / "int8").exists()
+
+    dialog.calibration_edit.setText("")  # the model's training dataset
+    assert dialog.start(), visible_errors(dialog)
+    wait_for_dialog(dialog)
+    assert dialog.outcome is not None, dialog.status.text()
+    for name in ("probability.tif", "mask.tif"):
+        with rasterio.open(tmp_path / "int8" / name) as src:
+            tags = src.tags()
+        assert tags["SOLARSEG_PRECISION"] == "int8" and tags["SOLARSEG_BACKEND"] == "onnx"
+        assert tags["SOLARSEG_CALIBRATION_SPLIT"] == "train"
+        assert 1 <= int(tags["SOLARSEG_CALIBRATION_TILES"]) <= 64
+    assert len(list((tmp_path / "cache" / "int8").glob("*.int8.onnx"))) == 1
+    from solar_seg_plugin.dialogs.segment_dialog import SegmentDialog
+
+    again = SegmentDialog(None)  # the precision is remembered
+    assert again.precision_combo.currentText() == "int8"
+    again.precision_combo.setCurrentText("fp32")
+    again.settings.set("segment/precision", "fp32")
+    again.shutdown()
+    again.deleteLater()
+
+
 def test_engine_band_error_is_reported_not_raised(qgis_iface, scenes, tiny_run, tmp_path):
     """Bypassing the dialog's check, the engine's RasterError comes back as a message."""
     from solar_seg_plugin.core.segment import SegmentOptions
