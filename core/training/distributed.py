@@ -84,6 +84,7 @@ class Dist:
     local_world: int = 1
     backend: str | None = None
     device: torch.device | None = None
+    threads: int | None = None  # torch threads of this process (set by setup)
 
     @property
     def enabled(self) -> bool:
@@ -95,7 +96,8 @@ class Dist:
 
     def record(self) -> dict:
         """What ``run.json`` notes about the process group."""
-        return {"world_size": self.world, "backend": self.backend}
+        return {"world_size": self.world, "backend": self.backend,
+                "threads_per_process": self.threads}  # fmt: skip
 
 
 SINGLE = Dist()
@@ -121,12 +123,22 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def process_threads(threads: int | None, cores: int, local_world: int) -> int:
+    """Torch threads of one of ``local_world`` processes on a machine of ``cores``
+    cores: ``threads`` (train.threads) capped at the process's share of the cores, or
+    that share. Never more threads than cores: oversubscribed OpenMP threads spin-wait
+    on each other (configs/rgbn.yaml's 2 threads in each of 2 processes on 2 cores
+    made epochs 9x slower than 1 process, docs/benchmarks.md)."""
+    share = max(1, cores // max(1, local_world))
+    return min(int(threads), share) if threads else share
+
+
 def setup(device_name: str, threads: int | None) -> Dist:
     """Join torchrun's process group (no-op outside torchrun or with one process).
 
     Backend: NCCL when the device resolves to CUDA (``cuda:LOCAL_RANK``), gloo on CPU.
-    Torch threads per process: ``threads`` or the cores divided by the processes on
-    this machine.
+    Torch threads per process: :func:`process_threads` (``threads`` capped at the
+    cores divided by the processes on this machine).
     """
     world = env_world()
     if world <= 1:
@@ -152,8 +164,10 @@ def setup(device_name: str, threads: int | None) -> Dist:
         backend = "gloo"
     if not tdist.is_initialized():
         tdist.init_process_group(backend)
-    torch.set_num_threads(threads or max(1, _cores() // local_world))
-    return Dist(tdist.get_rank(), tdist.get_world_size(), local_rank, local_world, backend, device)
+    n = process_threads(threads, _cores(), local_world)
+    torch.set_num_threads(n)
+    return Dist(tdist.get_rank(), tdist.get_world_size(), local_rank, local_world, backend,
+                device, n)  # fmt: skip
 
 
 def teardown(d: Dist) -> None:

@@ -259,7 +259,7 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
             source = encoder_source(cfg.model.encoder_weights)
         run_dir = distributed.from_main(dist, lambda: runs.new_run_dir(cfg))
     seed_everything(cfg.train.seed)
-    if cfg.train.threads:
+    if cfg.train.threads and not dist.enabled:  # DDP: setup capped them per process
         torch.set_num_threads(cfg.train.threads)
     device = dist.device or resolve_device(cfg.train.device)
     numerics = Numerics.resolve(cfg.train.precision, cfg.train.channels_last, device, cfg.train.amp)

@@ -110,11 +110,23 @@ def test_ddp_run_record_is_complete(runs):
         assert (ddp / name).stat().st_size > 0, name
     run = json.loads((ddp / "run.json").read_text())
     assert run["status"] == "completed" and run["world_size"] == 2 and run["backend"] == "gloo"
+    assert run["threads_per_process"] == 1  # train.threads=1
     assert "world_size" not in json.loads((single / "run.json").read_text())
     history = (ddp / "history.csv").read_text().splitlines()
     assert len(history) == 2  # header + 1 epoch
     # one voice: rank 0's result lines, once
     assert runs["stdout"].count("status completed") == 1
+
+
+def test_threads_per_process_never_oversubscribe_the_cores():
+    from core.training.distributed import process_threads
+
+    assert process_threads(2, cores=2, local_world=2) == 1  # configs/rgbn.yaml under DDP
+    assert process_threads(None, cores=2, local_world=2) == 1
+    assert process_threads(None, cores=16, local_world=4) == 4
+    assert process_threads(2, cores=16, local_world=4) == 2  # fewer than the share: kept
+    assert process_threads(8, cores=16, local_world=4) == 4
+    assert process_threads(None, cores=2, local_world=4) == 1  # at least one
 
 
 def test_only_rank_0_writes(runs):
