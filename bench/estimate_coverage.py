@@ -15,14 +15,19 @@ recognised:
   machine's cores: many small scenes with polygons and the merge, cluster start and
   model load included, so it is lower);
 - ``bench/gpu_bench.py`` (``bench/gpu.sh``), also through ``--gpu``: one rate per run on
-  one GPU (torch fp32/fp16/bf16, ONNX Runtime CUDA).
+  one GPU (torch fp32/fp16/bf16, ONNX Runtime CUDA);
+- ``bench/quantize.py``: ``speed.variants.<name>.median`` windows/s of a trained model
+  (with its upscale, ``speed.upscale``) on a ``speed.size``² mosaic of the 10 m Sentinel-2
+  scene: ORT fp32 and int8, torch bf16 and fp32, each a measured rate.
 
 Arithmetic (:func:`rate_at`, :func:`worker_hours`):
 
 - The network's work is per pixel, so a rate measured at ``p`` m per pixel covers
   ``(r / p)²`` times the km² at ``r`` m (``--resolution-m``, 10: Sentinel-2's R, G, B and
-  NIR). A model with ``--upscale u`` runs ``u²`` times the pixels: the rate is divided
-  by ``u²`` (the benchmarks' model has upscale 1; configs/rgbn.yaml trains with 4).
+  NIR). A model with ``--upscale u`` runs ``u²`` times the pixels: a rate measured with
+  a model of upscale ``m`` is multiplied by ``(m / u)²`` (segment_bench's and
+  segment-many's model has upscale 1, quantize.py's trained model 4, as
+  configs/rgbn.yaml; without ``--upscale`` every rate stays as measured).
 - worker-hours = km² / (km²/min) / 60; hours on ``N`` workers = worker-hours / N
   (perfect scaling: scenes are independent; reading the imagery from storage and
   cloud-free compositing are not counted); workers for a day = ceil(worker-hours / 24).
@@ -52,6 +57,12 @@ AREAS_KM2 = {
 #: Pixel size of ../shared/data/scenes/rgbn_haiti_5m.tif, every benchmark's raster;
 #: used for results written before the benchmarks recorded it.
 BENCH_PIXEL_M = 5.0
+#: bench/quantize.py's mosaic: the Sentinel-2 scene (no georeferencing) at its 10 m.
+QUANTIZE_PIXEL_M = 10.0
+#: bench/quantize.py's variants: (backend, precision).
+VARIANTS = {"ort_fp32": ("onnx", "fp32"), "ort_int8": ("onnx", "int8"),
+            "torch_bf16_cl": ("torch", "bf16"), "torch_fp32_cl": ("torch", "fp32"),
+            "ort_int8_qop": ("onnx", "int8 QOperator"), "ort_int8_pt": ("onnx", "int8 per-tensor")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,14 +74,20 @@ class Rate:
     pixel_m: float
     kind: str = "cpu"  # cpu | gpu
     precision: str = "fp32"
+    upscale: int = 1  # of the model the rate was measured with
 
 
-def rate_at(km2_per_min: float, pixel_m: float, resolution_m: float, upscale: int = 1) -> float:
+def rate_at(
+    km2_per_min: float, pixel_m: float, resolution_m: float, upscale: int = 1,
+    measured_upscale: int = 1,
+) -> float:  # fmt: skip
     """km²/min at ``resolution_m`` of a rate measured at ``pixel_m`` (same pixels per
-    minute), for a model that upscales its input ``upscale`` times per side."""
-    if km2_per_min <= 0 or pixel_m <= 0 or resolution_m <= 0 or upscale < 1:
+    minute) with a model of upscale ``measured_upscale``, for a model that upscales its
+    input ``upscale`` times per side."""
+    if km2_per_min <= 0 or pixel_m <= 0 or resolution_m <= 0 or min(upscale,
+                                                                    measured_upscale) < 1:  # fmt: skip
         raise ValueError("rates, pixel sizes and the upscale must be positive")
-    return km2_per_min * (resolution_m / pixel_m) ** 2 / upscale**2
+    return km2_per_min * (resolution_m / pixel_m) ** 2 * (measured_upscale / upscale) ** 2
 
 
 def worker_hours(area_km2: float, km2_per_min: float) -> float:
@@ -112,6 +129,18 @@ def rates_from(data: dict, source: str = "") -> list[Rate]:
             if run and "km2_per_minute" in run:
                 label = f"1 process on the CPU ({machine}), {name} fp32{where}"
                 out.append(Rate(label, float(run["km2_per_minute"]), _pixel_m(run)))
+    elif "variants" in data.get("speed", {}):  # quantize.py
+        speed = data["speed"]
+        km2 = speed["size"] ** 2 * QUANTIZE_PIXEL_M**2 / 1e6
+        machine = f"{data.get('cores', '?')} cores" + (
+            f", {data['cpu']}" if data.get("cpu") else ""
+        )
+        for name, v in speed["variants"].items():
+            backend, precision = VARIANTS.get(name, (name, "fp32"))
+            rate = km2 / (speed["windows"] / v["median"]) * 60.0
+            label = f"1 process on the CPU ({machine}), {backend} {precision}, trained model{where}"
+            out.append(Rate(label, rate, QUANTIZE_PIXEL_M, "cpu", precision,
+                            int(speed.get("upscale", 1))))  # fmt: skip
     elif "results" in data:  # segment_many.py
         run = data["results"].get("local_1_worker")
         if run and "km2_per_min" in run:
@@ -135,7 +164,7 @@ def table(
     rates: list[Rate],
     areas: dict[str, float],
     resolution_m: float,
-    upscale: int,
+    upscale: int | None,
     workers: list[int],
     int8_ratio: float | None,
 ) -> list[str]:
@@ -143,17 +172,20 @@ def table(
     rows: list[Rate] = []
     for r in rates:
         rows.append(r)
-        if int8_ratio and r.kind == "cpu":
+        if int8_ratio and r.kind == "cpu" and r.precision == "fp32":
             rows.append(replace(r, label=f"{r.label}, int8 (fp32 x {int8_ratio:g})",
                                 km2_per_min=r.km2_per_min * int8_ratio, precision="int8"))  # fmt: skip
     name_w = max(len(a) for a in areas)
     lines = []
     for r in rows:
-        at = rate_at(r.km2_per_min, r.pixel_m, resolution_m, upscale)
+        up = r.upscale if upscale is None else upscale
+        at = rate_at(r.km2_per_min, r.pixel_m, resolution_m, up, r.upscale)
         lines += [
             f"{r.label}",
-            f"  {r.km2_per_min:,.1f} km²/min measured at {r.pixel_m:g} m = {at:,.1f} km²/min "
-            f"at {resolution_m:g} m" + (f", upscale {upscale}" if upscale > 1 else ""),
+            f"  {r.km2_per_min:,.1f} km²/min measured at {r.pixel_m:g} m"
+            + (f" (upscale {r.upscale})" if r.upscale > 1 else "")
+            + f" = {at:,.1f} km²/min at {resolution_m:g} m"
+            + (f", upscale {up}" if up > 1 else ""),
             f"  {'area':<{name_w}} {'km²':>12} {'worker-h':>10}"
             + "".join(f" {f'h on {n}':>10}" for n in workers)
             + f" {'workers/24 h':>13}",
@@ -175,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", type=Path, action="append", default=[], help="bench/gpu.sh's gpu.json")
     p.add_argument("--int8-ratio", type=float, default=None, help="int8 / fp32 speed, measured")
     p.add_argument("--resolution-m", type=float, default=10.0, help="pixel size to cover (m)")
-    p.add_argument("--upscale", type=int, default=1, help="the model's upscale factor")
+    p.add_argument("--upscale", type=int, default=None,
+                   help="the model's upscale factor (default: each rate's own)")  # fmt: skip
     p.add_argument("--workers", default="10,100,1000", help="worker counts for the hours columns")
     p.add_argument("--area", type=parse_area, action="append", default=[], metavar="NAME=KM2")
     args = p.parse_args(argv)
@@ -198,9 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         "time for fetching imagery or compositing."
     )
     print(
-        f"Model as measured, upscale {args.upscale} (the benchmarks' model has upscale 1; a "
-        "model trained with upscale u, e.g. configs/rgbn.yaml's 4, needs u² the time: "
-        "--upscale)."
+        (
+            "Each model as measured (its upscale in brackets)"
+            if args.upscale is None
+            else f"Every rate converted to a model of upscale {args.upscale}"
+        )
+        + " (segment_bench's and segment-many's model has upscale 1; a model trained with "
+        "upscale u, e.g. configs/rgbn.yaml's 4, needs u² the time: --upscale)."
     )
     print("Areas: " + "; ".join(f"{n} {km2:,.0f} km²" for n, km2 in areas.items()) + ".")
     print()

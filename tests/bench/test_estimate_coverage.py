@@ -33,6 +33,8 @@ SEGMENT_BENCH = {  # bench/segment_bench.py's results.json (figures of docs/benc
 SEGMENT_MANY = {"machine": "x86_64, 2 cores", "results": {
     "local_1_worker": {"km2_per_min": 14.7, "km2": 16.8},  # before pixels were recorded
     "local_2_workers": {"km2_per_min": 12.2, "km2": 16.8}}}  # fmt: skip
+QUANTIZE = {"cpu": "AMD EPYC", "cores": 2, "speed": {"size": 1024, "windows": 25, "upscale": 4,
+    "variants": {"ort_fp32": {"median": 1.048}, "ort_int8": {"median": 2.185}}}}  # fmt: skip
 GPU = {"machine": {"device": "NVIDIA A10G"}, "segment": {"runs": {
     "torch_fp16": {"km2_per_minute": 12000.0, "pixel_m": 5.0, "precision": "fp16"},
     "onnx_fp32": {"skipped": "no CUDAExecutionProvider"}}}}  # fmt: skip
@@ -42,6 +44,9 @@ def test_rate_scales_with_pixel_area_and_upscale(ec):
     assert ec.rate_at(624.0, 5.0, 10.0) == pytest.approx(2496.0)  # 4x the km² per pixel
     assert ec.rate_at(624.0, 10.0, 10.0) == 624.0
     assert ec.rate_at(624.0, 5.0, 10.0, upscale=4) == pytest.approx(2496.0 / 16)
+    # measured with an upscale-4 model: as it is for upscale 4, 16x for upscale 1
+    assert ec.rate_at(100.0, 10.0, 10.0, 4, measured_upscale=4) == 100.0
+    assert ec.rate_at(100.0, 10.0, 10.0, 1, measured_upscale=4) == pytest.approx(1600.0)
     with pytest.raises(ValueError):
         ec.rate_at(0.0, 5.0, 10.0)
 
@@ -63,6 +68,10 @@ def test_reads_the_three_benchmark_formats(ec):
     assert many.km2_per_min == 14.7 and many.pixel_m == ec.BENCH_PIXEL_M
     (gpu,) = ec.rates_from(GPU)  # skipped runs give no rate
     assert gpu.kind == "gpu" and gpu.precision == "fp16" and "A10G" in gpu.label
+    fp32, int8 = ec.rates_from(QUANTIZE)  # 1024² px at 10 m = 104.86 km² per 25 windows
+    assert fp32.km2_per_min == pytest.approx(104.8576 / (25 / 1.048) * 60)
+    assert (fp32.precision, int8.precision, int8.upscale) == ("fp32", "int8", 4)
+    assert int8.km2_per_min / fp32.km2_per_min == pytest.approx(2.185 / 1.048)
     with pytest.raises(ValueError, match="no km²/min"):
         ec.rates_from({"something": "else"})
 
