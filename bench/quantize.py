@@ -132,7 +132,7 @@ def accuracy(args, model: Path, work: Path) -> dict:
     from core.evaluation.evaluate import config_of_model, predict_split
     from core.evaluation.scoring import evaluate_predictions
 
-    os.environ.setdefault("SOLARSEG_CACHE", str(work))  # int8_model's cache: work/int8
+    os.environ.setdefault("SOLARSEG_CACHE_DIR", str(work))  # int8_model's cache: work/int8
     out = {}
     preds = {}
     for precision in ("fp32", "int8"):

@@ -45,3 +45,17 @@ def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's bytes (hex), read in blocks: model files, ONNX files."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+CACHE_ENV = "SOLARSEG_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The engine's cache (pretrained encoders in ``encoders/``, int8 models in
+    ``int8/``): ``$SOLARSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/solarseg``, else
+    ``~/.cache/solarseg``."""
+    base = os.environ.get(CACHE_ENV)
+    if base:
+        return Path(base).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "solarseg"

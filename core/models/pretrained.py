@@ -33,13 +33,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, MissingInputError
-from ..io import file_sha256
+from ..io import cache_dir, file_sha256
 
 PACKAGE = "ukis-csmask"
 MODULE = "ukis_csmask"
@@ -253,14 +252,6 @@ def locate(src: Pretrained) -> Located:
             raw = base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4))
             digest = raw.hex()
     return Located(src, path, dist.version, digest)
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("SOLARSEG_CACHE_DIR")
-    if base:
-        return Path(base).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "solarseg"
 
 
 def source_record(loc: Located, sha256: str) -> dict[str, Any]:

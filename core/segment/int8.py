@@ -17,7 +17,7 @@ as an int8 ONNX graph on ONNX Runtime; ``export-onnx --precision int8`` writes o
 4. :func:`core.models.quantize.quantize_onnx` quantises the graph on those inputs and
    records the calibration and its agreement with fp32 in the file.
 
-:func:`int8_model` keeps the result in a cache (:func:`cache_dir`), keyed by the model
+:func:`int8_model` keeps the result in a cache (``int8/`` of :func:`core.io.cache_dir`), keyed by the model
 file's SHA-256, the chosen tiles (names, sizes, times) and the recipe; a second run with
 the same model and calibration reuses it.
 """
@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, MissingInputError, Problem, UserError, raise_problems
-from ..io import file_sha256
+from ..io import cache_dir, file_sha256
 from ..models.meta import ModelMeta, min_input_side, read_model_meta, resolve_model_path
 from ..models.onnx_metadata import is_int8_file
 from ..models.quantize import QuantSettings, quantize_onnx
@@ -47,7 +46,6 @@ from .options import DEFAULT_CALIBRATION_TILES, SegmentOptions
 
 CALIBRATION_SEED = 0  # order in which calibration tiles are drawn
 CALIBRATION_BATCH = 8  # inputs of one shape per calibration run
-CACHE_ENV = "SOLARSEG_CACHE"
 
 
 class CalibrationError(MissingInputError):
@@ -215,15 +213,6 @@ def quantize_with_plan(
     )
 
 
-def cache_dir() -> Path:
-    """Where quantised models are kept: ``$SOLARSEG_CACHE/int8``, else
-    ``$XDG_CACHE_HOME/solarseg/int8``, else ``~/.cache/solarseg/int8``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]) / "int8"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "solarseg" / "int8"
-
-
 def int8_model(
     model_path: str | Path,
     calibration: str | Path | None = None,
@@ -234,7 +223,7 @@ def int8_model(
 ) -> Path:
     """An int8 ONNX file for ``model_path`` (run folder, ``.pt``, fp32 or int8 ``.onnx``):
     the file itself when it is int8 already, else a cached quantisation (made now when
-    missing) in ``cache`` (default :func:`cache_dir`)."""
+    missing) in ``cache`` (default ``int8/`` in :func:`core.io.cache_dir`)."""
     path = Path(model_path)
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
@@ -252,7 +241,7 @@ def int8_model(
                          "extra": settings.extra}, sort_keys=True)  # fmt: skip
     key = file_sha256(path)[:16] + "-" + hashlib.sha256(recipe.encode()).hexdigest()[:12]
     stem = path.parent.name if path.name == "model.pt" else path.stem
-    out = Path(cache or cache_dir()) / f"{stem}-{key}.int8.onnx"
+    out = Path(cache or cache_dir() / "int8") / f"{stem}-{key}.int8.onnx"
     if out.is_file() and is_int8_file(out):
         progress(Progress("quantize", 1.0, f"int8: cached {out}"))
         return out

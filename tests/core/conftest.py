@@ -76,7 +76,7 @@ def solafune_model(solafune: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def int8_cache(tmp_path_factory) -> Path:
-    """A SOLARSEG_CACHE folder (quantised files in its int8/ sub-folder)."""
+    """A SOLARSEG_CACHE_DIR folder (quantised files in its int8/ sub-folder)."""
     return tmp_path_factory.mktemp("solarseg_cache")
 
 
@@ -91,5 +91,5 @@ def solafune_int8(solafune_model: Path, int8_cache: Path) -> Path:
 
 @pytest.fixture
 def use_int8_cache(int8_cache: Path, monkeypatch) -> Path:
-    monkeypatch.setenv("SOLARSEG_CACHE", str(int8_cache))
+    monkeypatch.setenv("SOLARSEG_CACHE_DIR", str(int8_cache))
     return int8_cache

@@ -160,7 +160,7 @@ def test_int8_precision_runs_the_quantised_graph(dialog, austria, tiny_run, tmp_
     """Precision int8 on a real Austria chip: a missing calibration folder is refused
     beside its field; with the model's own training tiles the engine quantises once into
     the cache and the outputs say int8 (GDAL tags), as `segment --precision int8` does."""
-    monkeypatch.setenv("SOLARSEG_CACHE", str(tmp_path / "cache"))  # the engine inherits it
+    monkeypatch.setenv("SOLARSEG_CACHE_DIR", str(tmp_path / "cache"))  # the engine inherits it
     source = add_layer(austria / "images" / "S2_2022_101.tif")
     dialog.layer_combo.setLayer(source)
     dialog.model_edit.setText(str(tiny_run))
