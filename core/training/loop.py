@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import CONFIG_VERSION, RunConfig, from_dict, save_config, stored_config_dict
+from ..config import CONFIG_VERSION, RunConfig, from_dict, stored_config_dict
 from ..data.dataset import TileDataset
-from ..data.discovery import Pair, find_dataset, write_manifest
+from ..data.discovery import Pair, find_dataset
 from ..data.splits import split_signature
 from ..data.stats import BandStats
 from ..errors import InputError
@@ -287,12 +287,7 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
                 runs.write_json(run_dir / "init_from.json", init.record())
             if source:
                 runs.write_json(run_dir / ENCODER_SOURCE, source)
-            save_config(cfg, run_dir / "config.yaml")
-            write_manifest(pairs, run_dir / "split.csv")
-            stats.save(run_dir / "stats.json")
-            runs.write_json(run_dir / "dataset.json", data_info)
-            if specs:
-                runs.write_json(run_dir / INDICES, specs)
+            runs.write_run_inputs(run_dir, cfg, pairs, stats, data_info, specs)
     datasets = make_datasets(cfg, pairs, stats)
     train_ds = datasets["train"]
     train_idx = list(range(len(train_ds)))

@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
-from ..config import CONFIG_VERSION, RunConfig, save_config, stored_config_dict
-from ..data.discovery import Pair, write_manifest
+from ..config import CONFIG_VERSION, RunConfig, stored_config_dict
+from ..data.discovery import Pair
 from ..data.splits import split_signature
 from ..data.tiles import read_tile
 from ..errors import raise_problems
@@ -47,7 +47,7 @@ from ..progress import (
 )
 from . import runs
 from .checks import check_train
-from .prep import INDICES, prepare_data, prepare_indices
+from .prep import prepare_data, prepare_indices
 from .runs import RunResult
 
 SPLITS = ("train", "val", "test")
@@ -179,12 +179,7 @@ def train_pixels(
     progress(Progress("prepare", 0.0, "pixels: split, statistics, indices", {"device": "cpu"}))
     pairs, stats, data_info = prepare_data(cfg)
     specs = prepare_indices(cfg, pairs)
-    save_config(cfg, run_dir / "config.yaml")
-    write_manifest(pairs, run_dir / "split.csv")
-    stats.save(run_dir / "stats.json")
-    runs.write_json(run_dir / "dataset.json", data_info)
-    if specs:
-        runs.write_json(run_dir / INDICES, specs)
+    runs.write_run_inputs(run_dir, cfg, pairs, stats, data_info, specs)
 
     by = {s: [p for p in pairs if p.split == s] for s in SPLITS}
     rng = np.random.default_rng(cfg.train.seed)

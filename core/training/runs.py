@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig, from_dict, load_config, to_dict
-from ..data.discovery import find_dataset
+from ..config import RunConfig, from_dict, load_config, save_config, to_dict
+from ..data.discovery import find_dataset, write_manifest
 from ..errors import MissingInputError, Problem, UserError
 from ..evaluation.evaluate import (
     evaluate_predictions,
@@ -41,6 +41,7 @@ from ..models.precision import Numerics
 from ..progress import CancelFn, Progress, ProgressFn
 from . import distributed
 from .distributed import SINGLE, Dist
+from .prep import INDICES
 
 SPLITS = ("train", "val", "test")
 
@@ -139,6 +140,20 @@ def read_json(path: str | Path) -> Any:
 
 def write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def write_run_inputs(
+    run_dir: Path, cfg: RunConfig, pairs: list, stats, data_info: dict, specs: list[dict]
+) -> None:
+    """What a new run folder records of its inputs (networks and LightGBM alike):
+    config.yaml, split.csv, stats.json (a :class:`~core.data.stats.BandStats`),
+    dataset.json and, with spectral indices, indices.json."""
+    save_config(cfg, run_dir / "config.yaml")
+    write_manifest(pairs, run_dir / "split.csv")
+    stats.save(run_dir / "stats.json")
+    write_json(run_dir / "dataset.json", data_info)
+    if specs:
+        write_json(run_dir / INDICES, specs)
 
 
 def _json_default(o: Any) -> Any:
