@@ -84,8 +84,7 @@ def rate_at(
     """km²/min at ``resolution_m`` of a rate measured at ``pixel_m`` (same pixels per
     minute) with a model of upscale ``measured_upscale``, for a model that upscales its
     input ``upscale`` times per side."""
-    if km2_per_min <= 0 or pixel_m <= 0 or resolution_m <= 0 or min(upscale,
-                                                                    measured_upscale) < 1:  # fmt: skip
+    if min(km2_per_min, pixel_m, resolution_m) <= 0 or min(upscale, measured_upscale) < 1:
         raise ValueError("rates, pixel sizes and the upscale must be positive")
     return km2_per_min * (resolution_m / pixel_m) ** 2 * (measured_upscale / upscale) ** 2
 

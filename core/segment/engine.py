@@ -47,14 +47,7 @@ from ..progress import CancelFn, Progress, ProgressFn, check_cancel, never_cance
 from .backends import Backend, load_backend, read_meta
 from .blend import StripBlender
 from .drift import drift_warning
-from .inputs import (  # noqa: F401 (network_inputs: public here too)
-    RasterPlan,
-    WindowReader,
-    batched,
-    network_input,
-    network_inputs,
-    plan_raster,
-)
+from .inputs import RasterPlan, WindowReader, batched, network_input, plan_raster
 from .int8 import int8_problems, model_for_precision
 from .options import ReferenceOptions, SegmentOptions  # noqa: F401 (public here too)
 from .polygons import polygonize_mask, raster_area_m2
