@@ -118,7 +118,7 @@ def config_problems(encoder_weights: str | None, encoder: str, bands: list[int] 
         out.append(("model.encoder",
                     f"model.encoder_weights {src.name} are for encoder {ENCODER}, "
                     f"not {encoder}: set model.encoder to {ENCODER}"))  # fmt: skip
-    if bands is not None and len(bands) != len(src.bands):
+    if bands is not None and len(bands) < len(src.bands):
         out.append(("data.bands", wrong_bands_message(src, bands, None)))
     return out
 
@@ -136,7 +136,7 @@ def wrong_bands_message(src: Pretrained, bands: list[int], names: list[str] | No
         hint = f", e.g. data.bands {solafune_bands(src)} on 12-band L2A"
     return (
         f"{chosen} do not fit model.encoder_weights {src.name}, which expects "
-        f"{len(src.bands)} Sentinel-2 bands in this order: {src.band_text}{hint}"
+        f"{len(src.bands)} Sentinel-2 bands in this order, first: {src.band_text}{hint}"
     )
 
 
@@ -172,13 +172,16 @@ def pick_bands(
     src: Pretrained, bands: list[int] | None, names: list[str] | None, how: str
 ) -> list[int]:
     """The 1-based raster bands to feed ``src``: ``bands`` checked against the raster's
-    band names, or, when ``bands`` is None, found from them. Raises InputError keyed
-    ``data.bands`` (one line naming the expected bands) when they do not fit."""
+    band names, or, when ``bands`` is None, found from them. ``bands`` may go on after
+    the encoder's own (e.g. all 12 Solafune bands, the encoder's six first): the stem
+    weights of the extra bands start at zero (:func:`load_encoder`). Raises InputError
+    keyed ``data.bands`` (one line naming the expected bands) when they do not fit."""
     if bands is not None:
-        if len(bands) != len(src.bands):
+        n = len(src.bands)
+        if len(bands) < n or len(set(bands)) != len(bands):
             raise InputError(wrong_bands_message(src, bands, names), "data.bands")
         if names is not None:
-            picked = [names[b - 1] if 0 < b <= len(names) else None for b in bands]
+            picked = [names[b - 1] if 0 < b <= len(names) else None for b in bands[:n]]
             if picked != list(src.bands):
                 raise InputError(wrong_bands_message(src, bands, names), "data.bands")
         return list(bands)
@@ -348,13 +351,14 @@ def encoder_state(src: Pretrained, cache: Path | None = None):
 def load_encoder(model, src: Pretrained, cache: Path | None = None) -> dict[str, Any]:
     """Load ``src`` into ``model.encoder`` (every tensor must fit: same names and
     shapes; only the encoder's unused classifier head may be left; input channels after
-    ``src``'s bands get zero stem weights); its record."""
+    ``src``'s bands, further bands or indices, get zero stem weights); its record."""
     state, record = encoder_state(src, cache)
     own = model.encoder.state_dict()
     stem = "_conv_stem.weight"
     if stem in own and stem in state and own[stem].shape[1] > state[stem].shape[1]:
-        # Channels after the encoder's bands (data.indices' spectral indices) start with
-        # zero weights: at the start the network computes what the pretrained one does.
+        # Channels after the encoder's bands (further bands, data.indices' spectral
+        # indices) start with zero weights: at the start the network computes what the
+        # pretrained one does.
         wide = state[stem].new_zeros(own[stem].shape)
         wide[:, : state[stem].shape[1]] = state[stem]
         state = {**state, stem: wide}

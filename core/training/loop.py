@@ -533,11 +533,13 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
 def _named_weights_stats(stats: BandStats, init, cfg: RunConfig) -> BandStats:
     """With named encoder weights and ``model.init_normalisation: model`` (and no
     ``init_from``, whose own normalisation wins), the mean/std the weights were trained
-    with, in raster units; else ``stats`` unchanged."""
+    with, in raster units, for its bands (the data's for any bands after them); else
+    ``stats`` unchanged."""
     src = pretrained.lookup(cfg.model.encoder_weights)
     if src is None or init is not None or cfg.model.init_normalisation != "model":
         return stats
     mean, std = pretrained.normalisation(src)
+    mean, std = mean + list(stats.mean[len(mean) :]), std + list(stats.std[len(std) :])
     return BandStats(
         bands=list(stats.bands), count=list(stats.count), mean=mean, std=std,
         min=list(stats.min), max=list(stats.max),

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.ukis_encoder_check import encoder_feature_names, float32_graph, run_onnx
-from core.config import RunConfig, config_problems, load_config
+from core.config import ConfigError, RunConfig, config_problems, load_config
 from core.data.rasters import read_image
 from core.errors import InputError, MissingInputError
 from core.models import pretrained
@@ -231,3 +231,39 @@ def test_bn_momentum_setting():
         assert [p.field for p in config_problems(cfg)] == ["model.bn_momentum"]
     cfg.model.bn_momentum = 0.1
     assert config_problems(cfg) == []
+
+
+def test_bands_after_the_encoders_start_at_zero_with_the_datas_normalisation(solafune, tmp_path):
+    """All 12 Solafune bands from the six-band encoder (its B2, B3, B4, B8, B11, B12
+    first): the six keep the encoder's normalisation, the other six get the data's, and
+    their stem weights start at zero. Bands in another order, or fewer, are refused."""
+    from core.data.discovery import find_dataset
+    from core.data.stats import summarize
+
+    six = "ukis-csmask-6b-l2a"
+    bands = [2, 3, 4, 8, 11, 12, 1, 5, 6, 7, 9, 10]
+    base = [f"data.path={solafune}", f"out_dir={tmp_path / 'runs'}", "data.limit=16",
+            "model.encoder=efficientnet-b4", f"model.encoder_weights={six}"]  # fmt: skip
+    wrong = check_train(load_config(None, [*base, "data.bands=[1,2,3,4,8,11,12]"]))
+    assert [p.field for p in wrong] == ["data.bands"]
+    assert "data.bands [2, 3, 4, 8, 11, 12] here" in wrong[0].message
+    with pytest.raises(ConfigError, match=r"data.bands \[2, 3, 4\] do not fit .* 6 Sentinel-2 bands") as e:  # fmt: skip
+        load_config(None, [*base, "data.bands=[2,3,4]"])
+    assert e.value.field == "data.bands"
+    cfg = load_config(None, [*base, f"data.bands={bands}", "train.epochs=1",
+        "model.params={encoder_depth: 3, decoder_channels: [32, 16, 8]}",
+        "train.batch_size=8", "train.tta=false", "train.eval_test_each_epoch=false",
+        "train.threads=2", "train.report_thresholds=[0.5]", "optim.lr=0"])  # fmt: skip
+    assert check_train(cfg) == []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOLARSEG_CACHE_DIR", str(tmp_path / "cache"))
+        run_dir = train(cfg).run_dir
+        mean, std = pretrained.normalisation(pretrained.SOURCES[six])
+        model, meta = load_model(run_dir)
+    assert meta.bands == bands and meta.encoder_source["bands"][4:] == ["B11", "B12"]
+    assert meta.mean[:6] == pytest.approx(mean) and meta.std[:6] == pytest.approx(std)
+    data = summarize(find_dataset(run_dir / "split.csv").pairs, bands).stats
+    assert meta.mean[6:] == pytest.approx(data.mean[6:]) and meta.std[6:] == pytest.approx(data.std[6:])  # fmt: skip
+    assert len(meta.mean) == len(meta.std) == 12
+    stem = model.encoder._conv_stem.weight
+    assert stem.shape[1] == 12 and not stem[:, 6:].any() and stem[:, :6].abs().sum() > 0
