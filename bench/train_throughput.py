@@ -1,6 +1,7 @@
 """Training and evaluation throughput of the engine's numerics settings (issue 11,
 lever 1): fp32 NCHW (the engine before ``train.precision`` / ``train.channels_last``),
-channels-last, bf16 autocast, and bf16 autocast + channels-last.
+channels-last, bf16 autocast, bf16 autocast + channels-last, and that last one with the
+network under ``torch.compile`` (not an engine setting: what compilation would add).
 
     .venv/bin/python bench/train_throughput.py [--rounds 7] [--steps 3] [--threads 2]
         [--batch 16] [--size 96] [--eval-batch 32] [--eval-size 128] [--json FILE]
@@ -40,11 +41,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# name: (precision, channels-last, torch.compile). The compiled variant is not an engine
+# setting: it measures what TorchInductor's C++ backend would add (issue 11, lever 1).
 VARIANTS = {
-    "fp32_nchw": ("fp32", False),
-    "fp32_channels_last": ("fp32", True),
-    "bf16_nchw": ("bf16", False),
-    "bf16_channels_last": ("bf16", True),
+    "fp32_nchw": ("fp32", False, False),
+    "fp32_channels_last": ("fp32", True, False),
+    "bf16_nchw": ("bf16", False, False),
+    "bf16_channels_last": ("bf16", True, False),
+    "bf16_channels_last_compiled": ("bf16", True, True),
 }
 
 
@@ -95,30 +99,32 @@ def main(argv: list[str] | None = None) -> int:
     # One model + optimizer per variant, built once; each is reset to the same weights.
     setups = {}
     for name in names:
-        prec, cl = VARIANTS[name]
+        prec, cl, compiled = VARIANTS[name]
         num = Numerics(prec, cl)
         model = build_model("Unet", "resnet18", 4, None, {})
         model.load_state_dict(init)
         model = num.prepare_model(model)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-        setups[name] = (num, model, opt)
+        # The warm-up steps pay the compilation (about 1.5 min per mode on 2 cores).
+        run = torch.compile(model) if compiled else model
+        setups[name] = (num, model, opt, run)
 
     def train_step(name: str) -> None:
-        num, model, opt = setups[name]
+        num, model, opt, run = setups[name]
         model.train()
         xi = num.prepare_input(x)
         opt.zero_grad(set_to_none=True)
         with num.autocast("cpu"):
-            logits = model(xi)
+            logits = run(xi)
         loss = loss_fn(logits.float(), y, v)
         loss.backward()
         opt.step()
 
     def eval_step(name: str) -> None:
-        num, model, _ = setups[name]
+        num, model, _, run = setups[name]
         model.eval()
         with torch.inference_mode(), num.autocast("cpu"):
-            torch.sigmoid(model(num.prepare_input(xe))).float()
+            torch.sigmoid(run(num.prepare_input(xe))).float()
 
     def measure(step, tiles: int, what: str) -> dict[str, list[float]]:
         rates: dict[str, list[float]] = {n: [] for n in names}

@@ -302,23 +302,65 @@ def tile_plants(
     return match_plants(plants, predicted, valid, row_area_m2, None, tile, area_note)
 
 
-def plants_of_predictions(preds: list, threshold: float) -> PlantMetrics:
-    """Plant metrics summed over tile predictions (``TilePrediction``: pair, tile, prob).
+def plants_at_threshold(
+    tile: str,
+    prob: np.ndarray,
+    mask: np.ndarray,
+    valid: np.ndarray | None,
+    threshold: float,
+    crs_wkt: str | None,
+    geotransform: tuple[float, ...] | None,
+) -> PlantMetrics:
+    """Plants of one tile at ``threshold``: a pixel is predicted when ``prob >=
+    threshold`` in float32, as in the pixel metrics; pixel areas from the tile's CRS
+    and GDAL geotransform (10 m pixels without a CRS)."""
+    areas, note = pixel_areas_m2(crs_wkt, geotransform, *np.shape(mask))
+    pred = np.asarray(prob, np.float32) >= np.float32(threshold)  # NaN is never positive
+    return tile_plants(mask, pred, valid, areas, tile, note)
 
-    A pixel is predicted when ``prob >= threshold`` in float32, as in the pixel metrics.
-    Pixel areas come from each image's CRS and transform.
-    """
+
+def plants_of_predictions(preds: list, threshold: float) -> PlantMetrics:
+    """Plant metrics summed over tile predictions (``TilePrediction``: pair, tile, prob),
+    pixel areas from each image's CRS and transform."""
     from ..data.rasters import raster_info
 
     total = PlantMetrics()
     for p in preds:
         info = raster_info(p.pair.image)
-        gt = _gdal_transform(info.transform) if info.crs else None
-        areas, note = pixel_areas_m2(info.crs and _wkt(info.crs), gt, *p.tile.mask.shape)
-        prob = np.asarray(p.prob, np.float32)
-        pred = prob >= np.float32(threshold)  # NaN is never positive
-        total += tile_plants(p.tile.mask, pred, p.tile.valid, areas, p.pair.id, note)
+        wkt, gt = (_wkt(info.crs), _gdal_transform(info.transform)) if info.crs else (None, None)
+        total += plants_at_threshold(p.pair.id, p.prob, p.tile.mask, p.tile.valid, threshold, wkt, gt)  # fmt: skip
     return total
+
+
+def plants_of_split(tiles: list, threshold: float) -> PlantMetrics:
+    """Plant metrics of a predicted split's tiles (:class:`~.split_files.SplitTile`: the
+    error analysis in QGIS) at any threshold: numpy and GDAL only, no rasterio. At the
+    model's threshold they are ``predict-split``'s ``plants.csv``."""
+    total = PlantMetrics()
+    for t in tiles:
+        gt = t.geotransform if t.crs_wkt else None
+        total += plants_at_threshold(t.tile_id, t.prob, t.mask, t.valid, threshold, t.crs_wkt, gt)  # fmt: skip
+    return total
+
+
+def plant_records(metrics: PlantMetrics) -> list[dict[str, Any]]:
+    """One dict per plant (the fields of ``plants.csv``), missed plants first (worst
+    coverage first)."""
+    return [
+        {
+            "id": r.id,
+            "tile": r.tile,
+            "found": r.found,
+            "coverage": r.coverage,
+            "iou": r.iou,
+            "reference_ha": r.reference_ha,
+            "predicted_ha": r.predicted_ha,
+            "reference_pixels": r.reference_pixels,
+            "predicted_pixels": r.predicted_pixels,
+            "covered_pixels": r.covered_pixels,
+        }  # fmt: skip
+        for r in sorted(metrics.rows, key=lambda r: (r.found, r.coverage, r.id))
+    ]
 
 
 def _gdal_transform(affine: tuple[float, ...]) -> tuple[float, ...]:
@@ -340,11 +382,7 @@ def write_plants_csv(metrics: PlantMetrics, path: str | Path) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=PLANT_FIELDS)
     w.writeheader()
-    for r in sorted(metrics.rows, key=lambda r: (r.found, r.coverage, r.id)):
-        w.writerow({
-            "id": r.id, "tile": r.tile, "found": int(r.found), "coverage": round(r.coverage, 6),
-            "iou": round(r.iou, 6), "reference_ha": round(r.reference_ha, 6),
-            "predicted_ha": round(r.predicted_ha, 6), "reference_pixels": r.reference_pixels,
-            "predicted_pixels": r.predicted_pixels, "covered_pixels": r.covered_pixels,
-        })  # fmt: skip
+    for row in plant_records(metrics):
+        w.writerow({k: round(v, 6) if isinstance(v, float) else int(v) if isinstance(v, bool) else v
+                    for k, v in row.items()})  # fmt: skip
     atomic_write_text(path, buf.getvalue())

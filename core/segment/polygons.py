@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from ..data.rasters import RasterError
+from ..errors import RasterError
 from ..progress import CancelFn, Cancelled, never_cancel
 from .writers import gdal_call
 

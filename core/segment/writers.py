@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.rasters import RasterError
+from ..errors import RasterError
 from ..errors import UserError
 from ..io import atomic_path
 from .options import PROBABILITY_DTYPES

@@ -13,7 +13,9 @@ tiles stays quick to open.
 The Plants tab shows the engine's plants of the split (``plants.csv`` of
 ``predict-split``, at the model's threshold, missed first), and the map gets a
 ``plants`` layer (found green, missed magenta) and a ``false detections`` layer drawn
-from the same tiles (:mod:`.plants`); a row zooms to its plant.
+from the same tiles (:mod:`.plants`); a row zooms to its plant. A new threshold
+recounts the plants with the engine's numpy code (:func:`core.evaluation.plants.
+plants_of_split`) and points the two layers at a new GeoPackage.
 
 A new threshold never rewrites a file a layer has open: a background task writes the
 prediction and overlay of every tile on the map into new files, then (on the GUI
@@ -42,6 +44,7 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
 
 from ..common import log, safe_slot, tr
+from ..core.evaluation.plants import plant_records, plants_of_split
 from ..core.evaluation.scoring import evaluate_predictions
 from ..core.evaluation.split_files import read_plants
 from .dock import ErrorDock
@@ -288,7 +291,16 @@ class ErrorAnalysis(QObject):
         self.evaluate()
         for tile_id, view in self.views.items():
             view.group.setName(self._group_name(tile_id))
+        if self.plant_rows or self.plant_layers:
+            self.count_plants()
         self._refresh_overlays()
+
+    def count_plants(self) -> None:
+        """Plants table, totals and layers at the current threshold."""
+        metrics = plants_of_split(self.tiles, self.threshold)
+        self.plant_rows = plant_records(metrics)
+        self.dock.show_plants(self.plant_rows, metrics.summary(), self.threshold)
+        self.add_plant_layers()
 
     def _refresh_overlays(self) -> None:
         """Start writing the overlays at the current threshold (one task at a time: a
@@ -341,7 +353,9 @@ class ErrorAnalysis(QObject):
 
     def add_plant_layers(self) -> None:
         """The split's plants (found/missed) and false detections as two layers on top
-        of the analysis group, at the model's threshold (the engine's plants.csv)."""
+        of the analysis group, at the current threshold (:attr:`plant_rows`), in a new
+        GeoPackage: layers already on the map are pointed at it (their style kept) and
+        the old file is deleted once no layer reads it."""
         georefs = [self.layout.georef(i, t.crs_wkt, t.geotransform, t.shape)
                    for i, t in enumerate(self.tiles)]  # fmt: skip
         path, n = self.out_dir / "plants.gpkg", 1
@@ -350,8 +364,16 @@ class ErrorAnalysis(QObject):
             n += 1
             path = self.out_dir / f"plants_{n}.gpkg"
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        written = write_plant_layers(path, self.tiles, georefs, self.plant_rows,
-                                     float(self.index["threshold"]))  # fmt: skip
+        written = write_plant_layers(path, self.tiles, georefs, self.plant_rows, self.threshold)
+        kept = {k: v for k, v in self.plant_layers.items() if not sip.isdeleted(v)}
+        if len(kept) == 2 and all(self.project.mapLayer(v.id()) for v in kept.values()):
+            old = {Path(v.source().split("|")[0]) for v in kept.values()}
+            for name, layer in kept.items():
+                layer.setDataSource(f"{written.path}|layername={name}", layer.name(), "ogr",
+                                    QgsDataProvider.ProviderOptions(), False)  # fmt: skip
+                layer.triggerRepaint()
+            self._remove_unused(old)
+            return
         self.plant_layers = {}
         for name, title, qml in (
             (FALSE_LAYER, tr("false detections"), "false_detections.qml"),

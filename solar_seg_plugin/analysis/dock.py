@@ -273,8 +273,8 @@ class ErrorDock(QDockWidget):
                 "detection(s) of {objects} predicted objects<br>"
                 "plant precision {pp:.3f} · recall {pr:.3f} · F1 {pf:.3f} · reference "
                 "{ref:.2f} ha, predicted {pred:.2f} ha<br>"
-                "<i>at the model's threshold {th:.3f}: a plant is found when at least half of "
-                "it is predicted</i>"
+                "<i>at threshold {th:.3f}: a plant is found when at least half of it is "
+                "predicted</i>"
             ).format(
                 found=p["found"],
                 plants=p["plants"],

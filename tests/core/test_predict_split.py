@@ -14,7 +14,7 @@ from core.config import load_config
 from core.data.rasters import read_image
 from core.evaluation import split_files
 from core.evaluation.evaluate import evaluate_predictions, predict_split
-from core.evaluation.plants import plants_of_predictions
+from core.evaluation.plants import plant_records, plants_of_predictions, plants_of_split
 from core.training.loop import train
 from tests.conftest import REPO
 
@@ -64,6 +64,13 @@ def test_predict_split_files_equal_the_engine(tiny_run, tmp_path):
     by_id = {r.id: r for r in plants.rows}
     for r in rows:
         assert r["reference_pixels"] == by_id[r["id"]].reference_pixels
+    # Counted again from the files alone (numpy + GDAL, what Inspect Errors does at a
+    # new threshold): at the model's threshold, plants.csv row for row.
+    again = plant_records(plants_of_split(split_files.load_tiles(out, index), meta.threshold))
+    assert [r["id"] for r in again] == [r["id"] for r in rows]
+    for a, r in zip(again, rows, strict=True):
+        assert a == pytest.approx(r, abs=1e-6)
+    assert plants_of_split(split_files.load_tiles(out, index), 1.5).predicted_objects == 0
 
     tiles = split_files.load_tiles(out, index)
     assert len(tiles) == len(preds) == result["data"]["tiles"]
@@ -115,10 +122,13 @@ def test_predict_split_refuses_a_foreign_folder_and_bad_bands(tiny_run, tmp_path
     assert not out.exists() and not list(tmp_path.glob(".bands*"))
 
 
-def test_reader_and_scoring_import_no_torch_or_rasterio():
+def test_reader_scoring_and_plants_import_no_torch_or_rasterio():
     code = (
         "import sys; import core.evaluation.split_files, core.evaluation.scoring, "
-        "core.data.masks, core.models.meta; "
+        "core.evaluation.plants, core.data.masks, core.models.meta; "
+        "from osgeo import osr; srs = osr.SpatialReference(); srs.ImportFromEPSG(32633); "
+        "a, _ = core.evaluation.plants.pixel_areas_m2(srs.ExportToWkt(), (0, 10, 0, 0, 0, -10), 2, 2); "
+        "assert abs(a[0] - 100) < 1e-6, a; "
         "bad = {'torch', 'rasterio', 'segmentation_models_pytorch', 'onnxruntime'} & "
         "set(sys.modules); assert not bad, bad"
     )

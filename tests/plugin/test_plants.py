@@ -134,6 +134,7 @@ def test_plants_table_equals_the_engine_csv(qgis_iface, qgis_new_project, tiny_r
                                             austria_chips, tmp_path):  # fmt: skip
     from solar_seg_plugin.analysis.controller import ErrorAnalysis
     from solar_seg_plugin.analysis.plants import FALSE_LAYER, PLANTS_LAYER
+    from solar_seg_plugin.core.evaluation.plants import plants_of_split
     from solar_seg_plugin.tasks import PredictSplitTask
 
     task = PredictSplitTask(tiny_run, austria_chips, split="all", device="cpu",
@@ -177,5 +178,25 @@ def test_plants_table_equals_the_engine_csv(qgis_iface, qgis_new_project, tiny_r
         extent = qgis_iface.mapCanvas().extent()
         feature = next(f for f in plants.getFeatures() if f["id"] == missed["id"])
         assert extent.contains(feature.geometry().boundingBox().center())
+
+        # A new threshold recounts the plants (the engine's numpy code on the split's
+        # files) and points the same two layers at a new GeoPackage.
+        old_file, objects = Path(plants.source().split("|")[0]), {}
+        for threshold in (0.05, 0.95):
+            analysis.set_threshold(threshold)
+            now = plants_of_split(analysis.tiles, threshold)
+            assert table.rowCount() == now.plants == len(csv_rows)
+            totals = analysis.dock.plant_totals.text()
+            assert f"{now.found} of {now.plants} plants found" in totals
+            assert f"at threshold {threshold:.3f}" in totals
+            assert analysis.plant_layers == {PLANTS_LAYER: plants, FALSE_LAYER: false}
+            assert Path(plants.source().split("|")[0]) != old_file and not old_file.exists()
+            assert {f["id"]: f["found"] for f in plants.getFeatures()} == {
+                r.id: int(r.found) for r in now.rows
+            }
+            assert false.featureCount() == now.false_detections
+            objects[threshold] = false.featureCount()
+            old_file = Path(plants.source().split("|")[0])
+        assert objects[0.05] > objects[0.95]  # measured 38 and 4 false detections
     finally:
         analysis.close()
