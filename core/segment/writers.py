@@ -37,8 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RasterError
-from ..errors import UserError
+from ..errors import RasterError, UserError
 from ..io import atomic_path
 from .options import PROBABILITY_DTYPES
 
