@@ -31,8 +31,12 @@ from .widgets import (
     PathEdit,
     add_field_row,
     add_task_footer,
+    cancel_task,
     error_label,
     show_error,
+    show_progress,
+    start_task,
+    task_finished,
 )
 
 SPLITS = ["test", "val", "train", "all"]
@@ -201,34 +205,22 @@ class InspectDialog(QDialog):
         self.settings.set("inspect/last_model", opts["model"])
         self.settings.set("inspect/initial_tiles", opts["tiles"])
         self.opts = opts
-        self.status.setStyleSheet("")
-        self.status.setText(tr("Predicting the {} split…").format(opts["split"]))
-        self.task = tasks.PredictSplitTask(
+        task = tasks.PredictSplitTask(
             opts["model"], opts["dataset"], opts["split"], opts["tta"], opts["device"],
             Path(opts["out"]) / tasks.PREDICTIONS_DIR, opts["rgb"],
         )  # fmt: skip
-        self.task.info.connect(safe_slot(self.on_info))
-        self.task.done.connect(safe_slot(lambda ok, t=self.task: self.on_done(t, ok)))
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        tasks.start(self.task)
+        start_task(self, task, tr("Predicting the {} split…").format(opts["split"]))
         return True
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        cancel_task(self)
 
     def on_info(self, info: dict) -> None:
-        self.progress_bar.setValue(int(100 * info.get("fraction", 0.0)))
-        if info.get("message"):
-            self.status.setText(info["message"])
+        show_progress(self, info)
 
     def on_done(self, task: tasks.PredictSplitTask, ok: bool) -> None:
-        if task is not self.task:
+        if not task_finished(self, task):
             return
-        self.task = None
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
         if task.cancelled:
             self.status.setText(tr("Cancelled; nothing was added to the map."))
             return

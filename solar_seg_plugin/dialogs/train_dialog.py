@@ -31,7 +31,14 @@ from .. import tasks
 from ..common import PLUGIN_NAME, Settings, safe_slot, tr
 from .chart import HistoryChart
 from .config_form import ConfigForm
-from .widgets import ERROR_STYLE, format_eta
+from .widgets import (
+    ERROR_STYLE,
+    cancel_task,
+    format_eta,
+    show_progress,
+    start_task,
+    task_finished,
+)
 
 BALANCE_COLUMNS = [
     ("tiles", "Tiles"),
@@ -324,8 +331,6 @@ class TrainDialog(QDialog):
         from ..core.config import to_dict
 
         self.settings.set("train/last_config", json.dumps(to_dict(cfg)))
-        self.status.setStyleSheet("")
-        self.status.setText(tr("Training {} …").format(cfg.name))
         self.chart.clear()
         self.log.clear()
         self.summary_table.setRowCount(0)
@@ -333,11 +338,8 @@ class TrainDialog(QDialog):
         self.result = None
         for label in self.labels.values():
             label.setText("–")
-        self.task = tasks.TrainTask(cfg)
-        self.task.info.connect(safe_slot(self.on_info))
-        self.task.done.connect(safe_slot(lambda ok, t=self.task: self.on_done(t, ok)))
+        start_task(self, tasks.TrainTask(cfg), tr("Training {} …").format(cfg.name))
         self._set_running(True)
-        tasks.start(self.task)
         return True
 
     def _set_running(self, running: bool) -> None:
@@ -347,12 +349,10 @@ class TrainDialog(QDialog):
         self.cancel_button.setEnabled(running)
 
     def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            self.status.setText(tr("Cancelling: training stops within one batch…"))
+        cancel_task(self, tr("Cancelling: training stops within one batch…"))
 
     def on_info(self, info: dict) -> None:
-        self.progress_bar.setValue(int(100 * info.get("fraction", 0.0)))
+        show_progress(self, info)
         stage = info.get("stage")
         if stage == "train":
             self.labels["epoch"].setText(f"{info.get('epoch')}/{info.get('epochs')}")
@@ -372,9 +372,8 @@ class TrainDialog(QDialog):
             self.status.setText(f"{stage}: {info['message']}")
 
     def on_done(self, task: tasks.TrainTask, ok: bool) -> None:
-        if task is not self.task:
+        if not task_finished(self, task):
             return
-        self.task = None
         self._set_running(False)
         bar = self.iface.messageBar() if self.iface is not None else None
         if task.error is not None:
