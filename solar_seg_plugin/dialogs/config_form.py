@@ -14,10 +14,11 @@ import typing
 from typing import Any
 
 import yaml
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QCompleter,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -107,7 +108,7 @@ PLACEHOLDERS = {
     "gbm.max_pixels": "empty = every training pixel",
     "gbm.positive_share": "empty = as in the data",
     "model.encoder_weights": "empty = random init; a .pt file; or ukis-csmask-4b-l2a "
-    "(Sentinel-2 B2,B3,B4,B8, efficientnet-b4, offline)",
+    "(Sentinel-2 B2,B3,B4,B8) or -6b-l2a (+B11,B12), efficientnet-b4, offline",
     "train.max_minutes": "empty = no limit",
     "train.threads": "empty = torch default",
 }
@@ -326,10 +327,17 @@ class ConfigForm(QTabWidget):
         if key == "out_dir":
             return PathEdit(True, None, "train/last_out_dir")
         if key == "model.encoder_weights":
-            return PathEdit(
+            from ..core.models.pretrained import SOURCES  # pure Python: the names only
+
+            edit = PathEdit(
                 False, tr("Weights (*.pt *.pth *.bin)"), "train/last_weights_dir",
                 placeholder=tr(PLACEHOLDERS[key]),
             )  # fmt: skip
+            # The named Sentinel-2 encoders are offered as the user types ("ukis...").
+            names = QCompleter(list(SOURCES), edit)
+            names.setCaseSensitivity(Qt.CaseInsensitive)
+            edit.edit.setCompleter(names)
+            return edit
         if key == "loss.terms":
             return LossTermsWidget()
         if inner is bool:
@@ -348,7 +356,8 @@ class ConfigForm(QTabWidget):
     def _add_field(self, grid: QGridLayout, key: str, tp: Any, value: Any) -> None:
         widget = self._widget(key, tp)
         widget.setObjectName(key)
-        widget.setToolTip(key)
+        # The full hint: a narrow form cuts the placeholder short.
+        widget.setToolTip(f"{key}: {tr(PLACEHOLDERS[key])}" if key in PLACEHOLDERS else key)
         field = Field(key, tp, widget)
         field.set(value)
         row = add_field_row(grid, _label(key), widget, field.error)

@@ -58,6 +58,24 @@ def test_every_setting_has_a_field_with_the_engine_default(opened):
     assert "data.train_crop" in dlg.form.fields
 
 
+def test_encoder_weights_field_offers_the_named_sentinel2_encoders(opened):
+    """Typing "ukis" in Encoder weights lists the four named encoders; the hover text
+    holds the whole hint, which the narrow field cuts short."""
+    dlg, _ = opened
+    weights = dlg.form.fields["model.encoder_weights"].widget
+    completer = weights.edit.completer()
+    completer.setCompletionPrefix("UKIS-csmask-6")
+    found = []
+    for i in range(completer.completionCount()):
+        completer.setCurrentRow(i)
+        found.append(completer.currentCompletion())
+    assert found == ["ukis-csmask-6b-l2a", "ukis-csmask-6b-l1c"]
+    assert "-6b-l2a (+B11,B12)" in weights.toolTip()
+    assert weights.toolTip().startswith("model.encoder_weights: empty = random init")
+    dlg.form.fields["model.encoder_weights"].set("ukis-csmask-6b-l2a")
+    assert dlg.form.values()["model"]["encoder_weights"] == "ukis-csmask-6b-l2a"
+
+
 def test_loss_choices_are_the_engine_losses():
     from solar_seg_plugin.core.training.losses import LOSSES
     from solar_seg_plugin.dialogs.config_form import LOSS_NAMES
