@@ -156,6 +156,9 @@ def test_check_train_refuses_bands_in_another_order(solafune, tmp_path):
     assert check_train(load_config(None, [*six, "data.bands=[2,3,4,8,11,12]"])) == []
     committed = load_config(REPO / "configs" / "rgbn_ukis.yaml", base[:3])
     assert check_train(committed) == [] and committed.data.bands == SOLAFUNE_RGBN
+    swir = load_config(REPO / "configs" / "rgbn_swir_ukis.yaml", base[:3])
+    assert check_train(swir) == [] and swir.data.bands == [2, 3, 4, 8, 11, 12]
+    assert swir.model.encoder_weights == "ukis-csmask-6b-l2a"
 
 
 def test_band_names_from_descriptions_and_band_orders(austria, scenes):
