@@ -337,9 +337,8 @@ def plants_of_split(tiles: list, threshold: float) -> PlantMetrics:
     error analysis in QGIS) at any threshold: numpy and GDAL only, no rasterio. At the
     model's threshold they are ``predict-split``'s ``plants.csv``."""
     total = PlantMetrics()
-    for t in tiles:
-        gt = t.geotransform if t.crs_wkt else None
-        total += plants_at_threshold(t.tile_id, t.prob, t.mask, t.valid, threshold, t.crs_wkt, gt)  # fmt: skip
+    for t in tiles:  # without a CRS, pixel_areas_m2 ignores the (synthetic) geotransform
+        total += plants_at_threshold(t.tile_id, t.prob, t.mask, t.valid, threshold, t.crs_wkt, t.geotransform)  # fmt: skip
     return total
 
 

@@ -338,8 +338,8 @@ class TrainDialog(QDialog):
         self.result = None
         for label in self.labels.values():
             label.setText("–")
+        self._set_running(True)  # before the task exists: its end re-enables the form
         start_task(self, tasks.TrainTask(cfg), tr("Training {} …").format(cfg.name))
-        self._set_running(True)
         return True
 
     def _set_running(self, running: bool) -> None:
