@@ -67,7 +67,8 @@ def add_segment_options(p: argparse.ArgumentParser, polygons_flag: bool = True) 
         type=parse_band_list,
         default=None,
         help="raster bands (1-based) mapped onto the model's inputs in order, e.g. 3,2,1,1; "
-        "default: the model's own band selection",
+        "default: the model's bands, found by Sentinel-2 band name (B04...) where the model "
+        "and the raster name their bands, else by number",
     )
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -137,6 +138,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     for path in result.outputs:
         print(f"wrote {path}")
+    print(f"bands {','.join(map(str, result.bands))} ({result.band_source})")
     print(result.summary())
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
@@ -235,8 +237,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     meta = read_meta(args.model)
     data = {"model": str(args.model), **dataclasses.asdict(meta)}
     args.session.result(data)
-    shown = ("arch", "encoder", "in_channels", "bands", "indices", "threshold", "upscale",
-             "tile_size", "overlap", "metrics")  # fmt: skip
+    shown = ("arch", "encoder", "in_channels", "bands", "band_names", "indices", "threshold",
+             "upscale", "tile_size", "overlap", "metrics")  # fmt: skip
     for key in shown:
         if key == "indices":
             from ..models.indices import describe

@@ -69,11 +69,29 @@ class TilePrediction:
         return self.tile.valid
 
 
+def dataset_bands(meta: ModelMeta, pairs: list[Pair]) -> list[int]:
+    """The raster bands of ``pairs`` that feed the model, in input order: found by
+    Sentinel-2 band name when the model and the first raster name their bands (another
+    product numbers them differently, core.models.band_mapping), else the model's band
+    numbers. RasterError (one line, field ``bands``) when the rasters lack a band."""
+    from ..data.rasters import check_bands, raster_info
+    from ..models.band_mapping import choose_bands
+
+    if not pairs or not meta.bands:
+        return list(meta.bands)
+    info = raster_info(pairs[0].image)
+    chosen = choose_bands(
+        meta.bands, meta.band_names, info.count, info.descriptions, str(pairs[0].image)
+    )
+    return chosen.bands if chosen else check_bands(meta.bands, info.count, pairs[0].image)
+
+
 def tile_dataset(meta: ModelMeta, pairs: list[Pair]) -> TileDataset:
-    """An un-augmented dataset normalised and shaped as the model expects."""
+    """An un-augmented dataset normalised and shaped as the model expects (its bands
+    chosen by :func:`dataset_bands`)."""
     return TileDataset(
         pairs,
-        meta.bands,
+        dataset_bands(meta, pairs),
         meta.mean,
         meta.std,
         upscale=meta.upscale,
@@ -136,9 +154,10 @@ def predict_pixel_model(
 
     out: list[TilePrediction] = []
     n = len(pairs)
+    bands = dataset_bands(model.meta, pairs)
     for start in range(0, n, chunk):
         check_cancel(cancel)
-        tiles = [read_tile(p, model.meta.bands) for p in pairs[start : start + chunk]]
+        tiles = [read_tile(p, bands) for p in pairs[start : start + chunk]]
         raw = np.concatenate([t.image[:, t.valid] for t in tiles], axis=1)
         flat = model.predict_pixels(raw)
         offset = 0
@@ -201,6 +220,10 @@ def check_evaluate(
     if split != "all" and not any(p.split == split for p in pairs):
         where = dataset_path or "the model's dataset"
         problems.append(Problem("split", f"{where}: split {split!r} has no tiles"))
+    try:
+        dataset_bands(meta, pairs)
+    except UserError as exc:  # the dataset's rasters lack a band of the model
+        problems.append(Problem("dataset", str(exc), exc))
     if blend is not None:
         problems += _blend_problems(pairs, dataset_path, split, blend, blend_weight)
     return problems

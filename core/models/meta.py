@@ -90,6 +90,10 @@ class ModelMeta:
     # such as ukis-csmask-4b-l2a its package, version, ONNX file SHA-256, Sentinel-2
     # band order and normalisation; for a local weights file its path and SHA-256.
     encoder_source: dict[str, Any] = field(default_factory=dict)
+    # The Sentinel-2 names of ``bands`` on the training rasters (e.g. B4, B3, B2, B8), so
+    # that rasters of other products are fed by name (core.models.band_mapping); empty
+    # when the training rasters did not name their bands, and in older files.
+    band_names: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

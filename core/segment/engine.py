@@ -104,6 +104,8 @@ class SegmentResult:
     plants_text: str = ""
     # Lines the user should read: e.g. the raster's values are not on the model's scale.
     warnings: list[str] = field(default_factory=list)
+    # How ``bands`` were chosen: as given, by band name or by the model's band numbers.
+    band_source: str = "the model's band numbers"
 
     @property
     def outputs(self) -> list[Path]:
@@ -441,4 +443,5 @@ def segment_with_backend(
         plants=plants.summary() if plants is not None else None,
         plants_text=plants.text() if plants is not None else "",
         warnings=warnings,
+        band_source=plan.band_source,
     )

@@ -23,6 +23,7 @@ from rasterio.windows import Window as RioWindow
 
 from ..data.rasters import RasterError, check_bands, normalize, open_raster, reading, valid_mask
 from ..errors import InputError
+from ..models.band_mapping import choose_bands
 from ..models.meta import ModelMeta, min_input_side
 from .options import SegmentOptions
 from .resample import upscale_bicubic
@@ -44,12 +45,15 @@ class RasterPlan:
     overlap: int
     upscale: int
     threshold: float
+    # How ``bands`` were chosen (core.models.band_mapping): as given, by band name or by
+    # the model's band numbers.
+    band_source: str = "the model's band numbers"
 
 
 def plan_raster(raster_path: Path, meta: ModelMeta, options: SegmentOptions) -> RasterPlan:
     with open_raster(raster_path) as src:
         grid = RasterGrid.from_rasterio(src)
-        count, nodata = src.count, src.nodata
+        count, nodata, descriptions = src.count, src.nodata, tuple(src.descriptions or ())
     model_bands = list(meta.bands) if meta.bands else list(range(1, meta.in_channels + 1))
     if options.bands is not None:
         bands = [int(b) for b in options.bands]
@@ -64,8 +68,13 @@ def plan_raster(raster_path: Path, meta: ModelMeta, options: SegmentOptions) -> 
         except RasterError as exc:
             exc.field = "bands"  # the mapping is at fault, not the raster
             raise
+        band_source = "as given"
+    elif chosen := choose_bands(
+        model_bands, meta.band_names, count, descriptions, str(raster_path)
+    ):
+        bands, band_source = chosen.bands, chosen.how
     else:
-        bands = model_bands
+        bands, band_source = model_bands, "the model's band numbers"
         missing = [b for b in bands if b > count]
         if missing or len(bands) != meta.in_channels:
             raise RasterError(
@@ -102,6 +111,7 @@ def plan_raster(raster_path: Path, meta: ModelMeta, options: SegmentOptions) -> 
         overlap=overlap,
         upscale=upscale,
         threshold=float(threshold),
+        band_source=band_source,
     )
 
 

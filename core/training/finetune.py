@@ -6,7 +6,8 @@ else cannot run code). The new run must build the same network: architecture,
 encoder, ``model.params`` and the number of input bands are checked and any
 difference is one error naming the file and both values; ``data.upscale`` must match
 too (the weights learnt features at that scale). ``data.bands`` defaults to the
-model's bands. The normalisation is the model's own (``model.init_normalisation:
+model's bands: found by Sentinel-2 name in the new dataset's rasters where the model
+and they name their bands (core.models.band_mapping), else the model's band numbers. The normalisation is the model's own (``model.init_normalisation:
 model``, what its weights expect) or recomputed on the new training split (``data``).
 
 Only the starting weights come from the file: optimiser, schedule, threshold, split
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from ..config import RunConfig
+from ..errors import UserError
 from ..data.stats import BandStats
 from ..io import file_sha256
 from ..models.build import ModelMeta, read_model_file
@@ -81,8 +83,11 @@ def load_init_model(cfg: RunConfig) -> InitModel | None:
         differences.append(f"encoder {meta.encoder} (run: {cfg.model.encoder})")
     if dict(meta.model_params or {}) != dict(cfg.model.params or {}):
         differences.append(f"model.params {meta.model_params} (run: {cfg.model.params})")
-    if cfg.data.bands is not None and list(cfg.data.bands) != list(meta.bands):
-        differences.append(f"bands {meta.bands} (run: {cfg.data.bands})")
+    # The model's bands in this dataset's rasters: by Sentinel-2 name where both name
+    # them (another product numbers them differently), else the model's numbers.
+    bands = _bands_in_dataset(cfg, meta, path) or list(meta.bands)
+    if cfg.data.bands is not None and list(cfg.data.bands) != bands:
+        differences.append(f"bands {bands} (run: {cfg.data.bands})")
     if meta.upscale != cfg.data.upscale:
         differences.append(f"upscale {meta.upscale} (run: data.upscale {cfg.data.upscale})")
     own = [s["name"] for s in meta.indices]
@@ -96,8 +101,31 @@ def load_init_model(cfg: RunConfig) -> InitModel | None:
             field="model.init_from",
         )
     if cfg.data.bands is None:
-        cfg.data.bands = list(meta.bands)
+        cfg.data.bands = bands
     return InitModel(path, meta, state)
+
+
+def _bands_in_dataset(cfg: RunConfig, meta: ModelMeta, path: Path) -> list[int] | None:
+    """The raster bands of the run's dataset that carry the model's named bands, or None
+    (no names, or the dataset's rasters do not name theirs, or no dataset to look at:
+    its own check says why). IncompatibleModelError when a named band is missing."""
+    from ..data.discovery import find_dataset
+    from ..data.rasters import raster_info
+    from ..models.band_mapping import choose_bands
+
+    if not meta.band_names:
+        return None
+    try:
+        first = find_dataset(cfg.data.path).pairs[0].image
+        info = raster_info(first)
+    except (UserError, IndexError):
+        return None
+    try:
+        chosen = choose_bands(meta.bands, meta.band_names, info.count, info.descriptions,
+                              str(first), cfg.data.band_names)  # fmt: skip
+    except UserError as exc:
+        raise IncompatibleModelError(f"{path}: {exc}", field="model.init_from") from None
+    return chosen.bands if chosen else None
 
 
 def starting_stats(stats: BandStats, init: InitModel | None, how: str) -> BandStats:

@@ -48,7 +48,7 @@ from .averaging import WeightEMA
 from .checks import check_train, pretrained_bands
 from .finetune import load_init_model, load_weights, starting_stats
 from .losses import auto_pos_weight, build_loss, needs_class_balance, resolve_auto
-from .prep import INDICES, prepare_data, prepare_indices
+from .prep import INDICES, input_band_names, prepare_data, prepare_indices
 from .runs import RunResult
 
 SPLITS = ("train", "val", "test")
@@ -316,6 +316,7 @@ def _train(cfg, progress, cancel, resume, dist: distributed.Dist) -> RunResult:
         encoder=cfg.model.encoder,
         in_channels=len(stats.bands),
         bands=list(stats.bands),
+        band_names=input_band_names(cfg, pairs, list(stats.bands)),
         mean=list(stats.mean),
         std=list(stats.std),
         threshold=0.5,

@@ -47,7 +47,7 @@ from ..progress import (
 )
 from . import runs
 from .checks import check_train
-from .prep import prepare_data, prepare_indices
+from .prep import input_band_names, prepare_data, prepare_indices
 from .runs import RunResult
 
 SPLITS = ("train", "val", "test")
@@ -209,6 +209,7 @@ def train_pixels(
         encoder="gbdt",
         in_channels=len(stats.bands),
         bands=list(stats.bands),
+        band_names=input_band_names(cfg, pairs, list(stats.bands)),
         mean=list(stats.mean),
         std=list(stats.std),
         threshold=0.5,

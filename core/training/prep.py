@@ -29,6 +29,18 @@ def prepare_data(cfg: RunConfig) -> tuple[list[Pair], BandStats, dict]:
     return pairs, summary.stats, {"form": index.form, "balance": balance}
 
 
+def input_band_names(cfg: RunConfig, pairs: list[Pair], bands: list[int]) -> list[str]:
+    """The Sentinel-2 names of the model's input ``bands`` on the first training raster
+    (``data.band_names``, else its band descriptions, else the 12-band L2A order), or
+    [] when they are not known; recorded in the model file so that rasters of other
+    products are fed by name (core.models.band_mapping)."""
+    from ..data.rasters import raster_info
+    from ..models.band_mapping import input_band_names as names_of
+
+    info = raster_info(pairs[0].image)
+    return names_of(bands, info.count, info.descriptions, cfg.data.band_names)
+
+
 def prepare_indices(cfg: RunConfig, pairs: list[Pair], init=None) -> list[dict]:
     """``data.indices`` resolved on the run's bands, with mean/std over the training
     split (core.models.indices); a starting model's own when the run keeps its

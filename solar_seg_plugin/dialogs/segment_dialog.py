@@ -464,12 +464,20 @@ class SegmentDialog(QDialog):
         return f"segment/bands/{digest}_{self.raster_band_count()}"
 
     def prefill_bands(self) -> None:
-        """The mapping last used for this model and band count, else the model's bands."""
+        """The mapping last used for this model and band count, else the model's bands;
+        empty for a model that names its bands (Sentinel-2 B4, B3...): the engine then
+        finds them by name in rasters that name theirs, whatever their numbering."""
         if self.meta is None:
             return
         self.bands_key_shown = key = self._bands_key()
         saved = self.settings.get(key, "", str)
-        self.bands_edit.setText(saved or format_bands(self.meta.bands))
+        names = getattr(self.meta, "band_names", None)
+        self.bands_edit.setPlaceholderText(
+            tr("empty: {} by band name, else bands {}").format(
+                ",".join(names), format_bands(self.meta.bands)
+            ) if names else tr("raster bands for the model's inputs, e.g. 1,2,3,4")
+        )  # fmt: skip
+        self.bands_edit.setText(saved or ("" if names else format_bands(self.meta.bands)))
 
     def _source_changed(self) -> None:
         # A mapping is for one band count: filled again only when that (or the model)
@@ -488,12 +496,14 @@ class SegmentDialog(QDialog):
             raster = tr("the rasters have {} band(s)").format(
                 " or ".join(str(c) for c in counts)
             ) if counts else ""  # fmt: skip
+        names = getattr(self.meta, "band_names", None)
         self.model_info.setText(
             tr("{} / {}: {} input(s), trained on bands {}; upscale {}; {}").format(
                 self.meta.arch,
                 self.meta.encoder,
                 self.meta.in_channels,
-                format_bands(self.meta.bands) or "all",
+                (format_bands(self.meta.bands) or "all")
+                + (" ({})".format(",".join(names)) if names else ""),
                 self.meta.upscale,
                 raster,
             )  # fmt: skip
@@ -722,6 +732,9 @@ class SegmentDialog(QDialog):
             return
         r = task.result.result
         text = r.summary  # the engine's one-line summary (result event of `segment`)
+        source = str(getattr(r, "band_source", ""))
+        if source.startswith("by band name"):  # not the numbers the model was trained on
+            text += tr(" — bands {} {}").format(",".join(map(str, r.bands)), source)
         if task.result.metrics is not None:
             m = task.result.metrics
             text += tr(" — against the ground truth: IoU {:.4f}, F1 {:.4f}").format(

@@ -260,7 +260,8 @@ class SegmentRasterAlgorithm(_SegmentBase):
             "over a raster in overlapping windows and writes probability.tif, mask.tif "
             "(1 = solar panel) and, optionally, panels.gpkg with one polygon per plant and "
             "its area. Bands: 1-based raster bands in the model's input order; empty = the "
-            "bands stored in the model."
+            "model's bands, found by Sentinel-2 band name where the model and the raster "
+            "name their bands, else by the numbers stored in the model."
         )
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802

@@ -59,6 +59,8 @@ def test_run_folder_is_a_complete_record(finished_run):
                         (result.run_dir / "per_image_test.csv").read_text().splitlines()[1:])  # fmt: skip
     meta, _ = read_model_file(result.run_dir / "model.pt")
     assert meta.bands == [4, 3, 2, 8] and meta.threshold == result.threshold
+    # Solafune tiles name no bands: 12 bands are the L2A order, so 4,3,2,8 are R,G,B,NIR
+    assert meta.band_names == ["B4", "B3", "B2", "B8"]
     assert meta.metrics["test"]["iou"] == test["iou"]
     assert meta.config["data"]["limit"] == 40 and len(meta.mean) == 4
     epochs = [r for r in reports if "history_row" in r.info]

@@ -51,7 +51,13 @@ def test_segment_haiti_outputs_on_source_grid(dialog, scenes, tiny_run, tmp_path
     dialog.layer_combo.setLayer(source)
     dialog.model_edit.setText(str(tiny_run))
     wait_for_model(dialog)
-    assert dialog.bands_edit.text() == "4,3,2,8"  # pre-filled from the model
+    # The model names its bands (B4,B3,B2,B8): the mapping is left to the engine, which
+    # finds them by name where the raster names its bands, else takes bands 4,3,2,8.
+    assert dialog.bands_edit.text() == ""
+    assert (
+        dialog.bands_edit.placeholderText() == "empty: B4,B3,B2,B8 by band name, else bands 4,3,2,8"
+    )
+    assert "trained on bands 4,3,2,8 (B4,B3,B2,B8)" in dialog.model_info.text()
     assert dialog.threshold_spin.value() == pytest.approx(dialog.meta.threshold, abs=1e-3)
     dialog.bands_edit.setText("1,2,3,4")  # Haiti: R,G,B,NIR
     dialog.tile_spin.setValue(128)
@@ -113,7 +119,7 @@ def test_a_model_file_is_read_at_once_without_the_engine(dialog, scenes, tiny_ru
     dialog.layer_combo.setLayer(add_layer(scenes / "rgbn_haiti_5m.tif"))
     dialog.model_edit.setText(str(tiny_run))
     assert dialog.info_task is None and dialog.meta is not None
-    assert dialog.bands_edit.text() == "4,3,2,8"
+    assert dialog.bands_edit.text() == "" and "B4,B3,B2,B8" in dialog.bands_edit.placeholderText()
     assert dialog.threshold_spin.value() == pytest.approx(dialog.meta.threshold, abs=1e-3)
 
 
@@ -131,10 +137,29 @@ def test_bands_typed_while_the_model_is_read_are_kept(dialog, scenes, tiny_onnx)
     wait_for_model(dialog)
     assert dialog.bands_edit.text() == "1,2,3,4"
     assert dialog.backend_combo.currentText() == "onnx"
-    dialog.model_edit.setText("")  # a model chosen again: its bands are pre-filled
+    dialog.model_edit.setText("")  # a model chosen again: the mapping is filled again
     dialog.model_edit.setText(str(tiny_onnx))
     wait_for_model(dialog)
-    assert dialog.bands_edit.text() == "4,3,2,8"
+    assert dialog.bands_edit.text() == ""  # by band name (the ONNX file has the names)
+    assert "B4,B3,B2,B8" in dialog.bands_edit.placeholderText()
+
+
+def test_bands_are_found_by_name_on_a_four_band_sentinel2_scene(dialog, scenes, tiny_run, tmp_path):
+    """The 4-band scene (B02 blue, B03 green, B04 red, B08 nir) has no band 8: the model
+    (trained on Solafune bands 4,3,2,8 = B4,B3,B2,B8) is fed its bands 3,2,1,4 by name,
+    and the status says so."""
+    dialog.layer_combo.setLayer(add_layer(scenes / "sentinel2_b2b3b4b8_300px.tif"))
+    dialog.model_edit.setText(str(tiny_run))
+    wait_for_model(dialog)
+    assert dialog.bands_edit.text() == ""
+    dialog.out_edit.setText(str(tmp_path / "s2"))
+    assert dialog.start(), visible_errors(dialog)
+    wait_for_dialog(dialog)
+    assert dialog.outcome is not None, dialog.status.text()
+    assert dialog.outcome.result.bands == [3, 2, 1, 4]
+    assert "bands 3,2,1,4 by band name (B4, B3, B2, B8)" in dialog.status.text()
+    with rasterio.open(tmp_path / "s2" / "probability.tif") as src:
+        assert (src.width, src.height) == (300, 300) and np.isfinite(src.read(1)).all()
 
 
 def test_landsat_three_bands_shows_band_error(dialog, scenes, tiny_run, tmp_path):

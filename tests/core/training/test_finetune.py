@@ -119,3 +119,37 @@ def test_missing_start_model_is_a_problem_of_init_from(start):
     problems = check_train(cfg)
     assert [p.field for p in problems] == ["model.init_from"]
     assert problems[0].message == f"{root / 'nope.pt'}: model file not found"
+
+
+def test_bands_are_found_by_name_in_a_dataset_of_another_product(start, tmp_path):
+    """A model of Solafune bands 4,3,2,8 (B4, B3, B2, B8) fine-tuned on 4-band rasters
+    described B02, B03, B04, B08: data.bands defaults to 3,2,1,4; a model naming a band
+    the rasters lack is refused in one line."""
+    import rasterio
+
+    from core.training.finetune import load_init_model
+
+    root, _ = start
+    data = make_folder_dataset(tmp_path / "data", n=6, size=24, bands=4)
+    for image in (data / "images").glob("*.tif"):
+        with rasterio.open(image, "r+") as dst:
+            for i, name in enumerate(("B02 blue", "B03 green", "B04 red", "B08 nir"), 1):
+                dst.set_band_description(i, name)
+    _, state = read_model_file(root / "start.pt")
+    model = build_model("Unet", "resnet18", 4)
+    model.load_state_dict(state)
+    meta = ModelMeta(arch="Unet", encoder="resnet18", in_channels=4, bands=[4, 3, 2, 8],
+                     band_names=["B4", "B3", "B2", "B8"], mean=MEAN, std=STD)  # fmt: skip
+    save_model_file(tmp_path / "named.pt", model, meta)
+    cfg = config(root, data, **{"model.init_from": str(tmp_path / "named.pt")})
+    load_init_model(cfg)
+    assert cfg.data.bands == [3, 2, 1, 4]
+    # The same bands given by hand are the model's; its numbers would not be.
+    assert check_train(config(root, data, **{"model.init_from": str(tmp_path / "named.pt"),
+                                             "data.bands": "[3,2,1,4]"})) == []  # fmt: skip
+    meta.band_names = ["B4", "B3", "B2", "B11"]
+    save_model_file(tmp_path / "swir.pt", model, meta)
+    problems = check_train(config(root, data, **{"model.init_from": str(tmp_path / "swir.pt")}))
+    assert [p.field for p in problems] == ["model.init_from"]
+    assert problems[0].message.startswith(f"{tmp_path / 'swir.pt'}: {data / 'images'}")
+    assert "has no B11 (its bands: B2, B3, B4, B8)" in problems[0].message
