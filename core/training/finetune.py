@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from ..config import RunConfig
-from ..errors import UserError
 from ..data.stats import BandStats
+from ..errors import UserError
 from ..io import file_sha256
 from ..models.build import ModelMeta, read_model_file
 from ..models.meta import ModelFileError, resolve_model_path
