@@ -173,8 +173,21 @@ def meta_from_payload(payload: Any, path: Path) -> ModelMeta:
     meta = payload.get("meta")
     if not isinstance(meta, dict):
         raise ModelFileError(f"{path}: not a SolarSeg model file (no metadata)")
+    return meta_from_dict(meta)
+
+
+def meta_from_dict(data: dict[str, Any]) -> ModelMeta:
+    """A ModelMeta of stored metadata (unknown keys, from newer versions, dropped).
+
+    Files written before band names were recorded name their bands anyway when a named
+    Sentinel-2 encoder took all of them (``encoder_source.bands``, e.g. the six-band
+    ukis-csmask models), so they are fed by name too (core.models.band_mapping)."""
     known = ModelMeta.__dataclass_fields__
-    return ModelMeta(**{k: v for k, v in meta.items() if k in known})
+    meta = ModelMeta(**{k: v for k, v in data.items() if k in known})
+    source_bands = list((meta.encoder_source or {}).get("bands") or [])
+    if not meta.band_names and source_bands and len(source_bands) == len(meta.bands or []):
+        meta.band_names = source_bands
+    return meta
 
 
 def _placeholder(*_: Any, **__: Any) -> None:

@@ -27,7 +27,13 @@ import numpy as np
 
 # Torch-free imports only: segmenting with an .onnx file must not need torch.
 from ..errors import InputError
-from ..models.meta import ONNX_META_KEY, ModelFileError, ModelMeta, resolve_model_path
+from ..models.meta import (
+    ONNX_META_KEY,
+    ModelFileError,
+    ModelMeta,
+    meta_from_dict,
+    resolve_model_path,
+)
 
 
 class Backend(Protocol):
@@ -224,8 +230,7 @@ def _meta_from_props(props: dict[str, str], path: Path) -> tuple[ModelMeta, bool
         raw = json.loads(props[ONNX_META_KEY])
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{path}: '{ONNX_META_KEY}' metadata is not JSON ({exc})") from None
-    known = ModelMeta.__dataclass_fields__
-    meta = ModelMeta(**{k: v for k, v in raw.get("meta", raw).items() if k in known})
+    meta = meta_from_dict(raw.get("meta", raw))
     return meta, raw.get("output", "probability") == "logits"
 
 

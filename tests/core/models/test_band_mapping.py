@@ -131,3 +131,19 @@ def test_onnx_file_carries_the_band_names(named_model, s2_scene, tmp_path):
     export_onnx(named_model, onnx)
     result = segment_raster(onnx, s2_scene, tmp_path / "onnx", SegmentOptions(backend="onnx"))
     assert result.bands == [3, 2, 1, 4]
+
+
+def test_older_files_of_a_named_encoder_are_named_by_its_bands(tmp_path):
+    """Files written before band names were recorded: a named Sentinel-2 encoder that
+    took every input (the six-band ukis-csmask runs) names them; otherwise none."""
+    net = build_model("Unet", "resnet18", 6)
+    source = {"name": "ukis-csmask-6b-l2a", "bands": SIX}
+    old = ModelMeta(arch="Unet", encoder="resnet18", in_channels=6, bands=[2, 3, 4, 8, 11, 12],
+                    mean=[0.0] * 6, std=[1.0] * 6, encoder_source=source)  # fmt: skip
+    save_model_file(tmp_path / "old.pt", net, old)
+    assert read_model_meta(tmp_path / "old.pt").band_names == SIX
+    # Twelve inputs from a six-band encoder: the other six are not named by it.
+    net12 = build_model("Unet", "resnet18", 12)
+    save_model_file(tmp_path / "old12.pt", net12, replace(old, in_channels=12, bands=list(range(1, 13)),
+                    mean=[0.0] * 12, std=[1.0] * 12))  # fmt: skip
+    assert read_model_meta(tmp_path / "old12.pt").band_names == []
