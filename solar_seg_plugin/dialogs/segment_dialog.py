@@ -69,6 +69,7 @@ from .widgets import (
     add_task_footer,
     cancel_task,
     error_label,
+    grow_to_fit,
     raster_file,
     set_row_visible,
     show_error,
@@ -734,7 +735,7 @@ class SegmentDialog(QDialog):
         text = r.summary  # the engine's one-line summary (result event of `segment`)
         source = str(getattr(r, "band_source", ""))
         if source.startswith("by band name"):  # not the numbers the model was trained on
-            text += tr(" — bands {} {}").format(",".join(map(str, r.bands)), source)
+            text += "\n" + tr("Bands {} {}").format(",".join(map(str, r.bands)), source)
         if task.result.metrics is not None:
             m = task.result.metrics
             text += tr(" — against the ground truth: IoU {:.4f}, F1 {:.4f}").format(
@@ -755,6 +756,7 @@ class SegmentDialog(QDialog):
             text += "\n" + "\n".join("⚠ " + w for w in warnings)
             self.status.setStyleSheet(WARNING_STYLE)
         self.status.setText(text)
+        grow_to_fit(self)  # the status may have wrapped onto more lines
         if bar is not None:
             bar.pushMessage(PLUGIN_NAME, text, Qgis.Warning if warnings else Qgis.Success)
 

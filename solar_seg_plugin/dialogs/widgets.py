@@ -91,6 +91,19 @@ def show_error(label: QLabel, message: str | None) -> None:
         QTimer.singleShot(0, lambda: _fit_height(label))
 
 
+def grow_to_fit(dialog: QWidget) -> None:
+    """Make ``dialog`` taller when its content needs it (a status that wrapped onto more
+    lines), at its current width: adjustSize() would also narrow a dialog the user
+    widened, and cut the fields' text."""
+    if dialog.layout() is not None:
+        dialog.layout().activate()
+    width = dialog.width()
+    need = dialog.heightForWidth(width) if dialog.hasHeightForWidth() else -1
+    need = max(need, dialog.minimumSizeHint().height())
+    if need > dialog.height():
+        dialog.resize(width, need)
+
+
 def _fit_height(label: QLabel) -> None:
     if sip.isdeleted(label) or not label.isVisible() or label.width() < 80:
         return
