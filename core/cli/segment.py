@@ -138,8 +138,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     for path in result.outputs:
         print(f"wrote {path}")
-    print(f"bands {','.join(map(str, result.bands))} ({result.band_source})")
     print(result.summary())
+    print(f"bands {','.join(map(str, result.bands))} ({result.band_source})")
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
     return 0

@@ -25,6 +25,8 @@ def test_python_m_core_segment_end_to_end(haiti, model_file, tmp_path):
     summary = lines[3]
     assert "515 x 403 = 207,545 pixels (5.19 km²)" in summary and "6 windows" in summary
     assert "km²/min" in summary and "panel polygon(s)" in summary and " ha" in summary
+    # The Haiti scene names no bands: the model's band numbers
+    assert lines[4] == "bands 1,2,3,4 (the model's band numbers)"
     with rasterio.open(out / "probability.tif") as src:
         assert src.dtypes[0] == "uint8" and src.nodata == 255 and src.crs.to_epsg() == 32618
     assert "[segment]" in proc.stderr  # progress goes to stderr
