@@ -70,7 +70,7 @@ MERGED_FILENAME = "panels.gpkg"
 MARKER_VERSION = 1
 INT8_CACHE_DIRNAME = ".int8"  # OUT/.int8/: the int8 model of a --precision int8 run
 SUMMARY_COLUMNS = ("scene", "raster", "pixels", "km2", "seconds", "panels", "panels_merged",
-                   "hectares", "status", "error", "warning")  # fmt: skip
+                   "hectares", "status", "error", "warning", "bands")  # fmt: skip
 # Options that do not change a scene's outputs (not part of the done-marker key).
 NOT_IN_KEY = ("batch_size", "device", "overwrite")
 # Seconds between two polls of the cancel event by a running scene.
@@ -126,6 +126,18 @@ class SceneRow:
     status: str = CANCELLED
     error: str = ""
     warning: str = ""  # e.g. values not on the model's scale (core.segment.drift)
+    # The raster bands read and how they were chosen, e.g. "2,3,4,8,10,11 (by band name
+    # (B2, ...))": scenes of different products may be read differently.
+    bands: str = ""
+
+
+def bands_text(result: dict[str, Any]) -> str:
+    """``"3,2,1,4 (by band name ...)"`` of a segment result (as a dict), "" without."""
+    bands = result.get("bands") or []
+    if not bands:
+        return ""
+    how = result.get("band_source")
+    return ",".join(map(str, bands)) + (f" ({how})" if how else "")
 
 
 @dataclass
@@ -212,6 +224,7 @@ def _row_from_marker(scene: Scene, marker: dict[str, Any], status: str) -> Scene
         hectares=r.get("panel_area_ha"),
         status=status,
         warning="; ".join(r.get("warnings") or []),
+        bands=bands_text(r),
     )
 
 
@@ -317,6 +330,7 @@ def run_scene(
     row.pixels, row.km2, row.seconds = result.pixels, result.area_km2, result.seconds
     row.panels, row.hectares, row.status = result.panels, result.panel_area_ha, DONE
     row.warning = "; ".join(result.warnings)
+    row.bands = bands_text(asdict(result))
     return asdict(row)
 
 

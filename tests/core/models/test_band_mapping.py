@@ -126,6 +126,25 @@ def test_six_band_model_on_the_eleven_band_austria_chips(six_band_model, austria
         dataset_bands(replace(meta, band_names=["B2", "B3", "B4", "B8", "B9", "B12"]), [pair])
 
 
+def test_segment_many_reads_each_product_by_name(six_band_model, austria, s2_scene, tmp_path):
+    """One run over scenes of two products: the 11-band Austria chips are read by name,
+    the 4-band scene (no SWIR) fails with its reason; summary.csv says which bands."""
+    from core.segment.many import ClusterOptions, read_summary, segment_many
+
+    chips = sorted((austria / "images").glob("*.tif"))[:2]
+    result = segment_many(six_band_model, [*chips, s2_scene], tmp_path / "many", None,
+                          ClusterOptions(workers=1, processes=False))  # fmt: skip
+    assert result.counts == {"done": 2, "failed": 1}
+    rows = {r["scene"]: r for r in read_summary(tmp_path / "many" / "summary.csv")}
+    for chip in chips:
+        assert rows[chip.stem]["bands"] == (
+            "2,3,4,8,10,11 (by band name (B2, B3, B4, B8, B11, B12); the model was trained on "
+            "bands 2,3,4,8,11,12)"
+        )
+    failed = rows[s2_scene.stem]
+    assert failed["status"] == "failed" and "has no B11, B12" in failed["error"]
+
+
 def test_onnx_file_carries_the_band_names(named_model, s2_scene, tmp_path):
     onnx = tmp_path / "model.onnx"
     export_onnx(named_model, onnx)

@@ -121,6 +121,7 @@ def test_two_worker_cli_run_jsonl_summary_merge_and_equal_to_segment(inputs, mod
         assert int(r["pixels"]) == 200 * 220 and float(r["km2"]) == pytest.approx(1.1)
         assert int(r["panels"]) > 0 and float(r["seconds"]) > 0 and float(r["hectares"]) > 0
         assert 0 < int(r["panels_merged"]) <= int(r["panels"])
+        assert r["bands"] == "1,2,3,4 (the model's band numbers)"  # Haiti names no bands
         assert sorted(p.name for p in (out / name).iterdir()) == sorted([*OUTPUTS, MARKER_FILENAME])
     assert rows["broken"]["status"] == "failed" and "damaged" in rows["broken"]["error"]
     assert rows["broken"]["pixels"] == str(200 * 220)  # header read; blocks are not
@@ -157,6 +158,7 @@ def test_two_worker_cli_run_jsonl_summary_merge_and_equal_to_segment(inputs, mod
     assert len(features(out / "panels.gpkg")) == len(feats)
     rows2 = {r["scene"]: r for r in read_summary(out / "summary.csv")}
     assert rows2["haiti_2"]["status"] == "skipped"
+    assert rows2["haiti_2"]["bands"] == "1,2,3,4 (the model's band numbers)"  # from its marker
     assert rows2["haiti_2"]["panels"] == rows["haiti_2"]["panels"]
 
     # Other options into the same folder: refused, nothing touched.
