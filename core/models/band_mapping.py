@@ -55,11 +55,8 @@ def input_band_names(
     """The Sentinel-2 names of a model's input ``bands`` on its training raster (the
     ``data.band_names`` setting first, then the raster's own names), or [] when they
     are not known: such a model is then fed by band number."""
-    try:
-        names = raster_band_names(count, descriptions, band_names)
-    except InputError:
-        return []
-    if any(b < 1 or b > len(names) for b in bands):
+    names = named_bands(count, descriptions, band_names)
+    if names is None or any(b < 1 or b > len(names) for b in bands):
         return []
     return [names[b - 1] for b in bands]
 

@@ -131,12 +131,10 @@ class SceneRow:
     bands: str = ""
 
 
-def bands_text(result: dict[str, Any]) -> str:
-    """``"3,2,1,4 (by band name ...)"`` of a segment result (as a dict), "" without."""
-    bands = result.get("bands") or []
+def bands_text(bands: list[int] | None, how: str | None) -> str:
+    """``"3,2,1,4 (by band name ...)"``: a scene's bands and how they were chosen."""
     if not bands:
         return ""
-    how = result.get("band_source")
     return ",".join(map(str, bands)) + (f" ({how})" if how else "")
 
 
@@ -224,7 +222,7 @@ def _row_from_marker(scene: Scene, marker: dict[str, Any], status: str) -> Scene
         hectares=r.get("panel_area_ha"),
         status=status,
         warning="; ".join(r.get("warnings") or []),
-        bands=bands_text(r),
+        bands=bands_text(r.get("bands"), r.get("band_source")),
     )
 
 
@@ -330,7 +328,7 @@ def run_scene(
     row.pixels, row.km2, row.seconds = result.pixels, result.area_km2, result.seconds
     row.panels, row.hectares, row.status = result.panels, result.panel_area_ha, DONE
     row.warning = "; ".join(result.warnings)
-    row.bands = bands_text(asdict(result))
+    row.bands = bands_text(result.bands, result.band_source)
     return asdict(row)
 
 

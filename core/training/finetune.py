@@ -7,8 +7,9 @@ encoder, ``model.params`` and the number of input bands are checked and any
 difference is one error naming the file and both values; ``data.upscale`` must match
 too (the weights learnt features at that scale). ``data.bands`` defaults to the
 model's bands: found by Sentinel-2 name in the new dataset's rasters where the model
-and they name their bands (core.models.band_mapping), else the model's band numbers. The normalisation is the model's own (``model.init_normalisation:
-model``, what its weights expect) or recomputed on the new training split (``data``).
+and they name their bands (core.models.band_mapping), else the model's band numbers.
+The normalisation is the model's own (``model.init_normalisation: model``, what its
+weights expect) or recomputed on the new training split (``data``).
 
 Only the starting weights come from the file: optimiser, schedule, threshold, split
 and metrics are the new run's. The run records where it started in ``init_from.json``

@@ -472,7 +472,7 @@ class SegmentDialog(QDialog):
             return
         self.bands_key_shown = key = self._bands_key()
         saved = self.settings.get(key, "", str)
-        names = getattr(self.meta, "band_names", None)
+        names = self.meta.band_names
         self.bands_edit.setPlaceholderText(
             tr("empty: {} by band name, else bands {}").format(
                 ",".join(names), format_bands(self.meta.bands)
@@ -497,7 +497,7 @@ class SegmentDialog(QDialog):
             raster = tr("the rasters have {} band(s)").format(
                 " or ".join(str(c) for c in counts)
             ) if counts else ""  # fmt: skip
-        names = getattr(self.meta, "band_names", None)
+        names = self.meta.band_names
         self.model_info.setText(
             tr("{} / {}: {} input(s), trained on bands {}; upscale {}; {}").format(
                 self.meta.arch,
